@@ -1,0 +1,264 @@
+"""Student artifacts: a Hugging Face-compatible directory with a manifest of sha256 hashes.
+
+Layout (DESIGN.md): ``config.json``, ``model.safetensors``, ``tokenizer.json``, ``tokenizer_config.json``,
+``generation_config.json``, ``README.md`` (model card), ``metrics.json``, ``manifest.json``.
+Writes are atomic: everything goes to a temporary sibling directory which is renamed into place.
+Loading verifies every file in the manifest and refuses a missing, truncated or altered file.
+Weights are read with ``safetensors`` only; nothing is ever unpickled.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import tempfile
+import warnings
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors import safe_open
+from safetensors.torch import save_file
+
+from training.model import Student
+from training.model_card import render_model_card
+from training.model_config import ModelConfig
+
+MANIFEST_FILE = "manifest.json"
+WEIGHTS_FILE = "model.safetensors"
+CONFIG_FILE = "config.json"
+ARTIFACT_FORMAT = "distillery-artifact"
+ARTIFACT_FORMAT_VERSION = 1
+
+
+class ArtifactError(RuntimeError):
+    """An artifact directory is missing, partial, tampered with, or not loadable."""
+
+
+class UnverifiedArtifactWarning(UserWarning):
+    """A directory was loaded without a manifest, so nothing about its files was verified."""
+
+
+def sha256_file(path: Path, chunk: int = 1 << 20) -> str:
+    """Hex sha256 of a file, read in 1 MiB chunks."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        while block := fh.read(chunk):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def build_manifest(directory: Path) -> dict[str, Any]:
+    """Manifest dict for every regular file under ``directory`` (except the manifest itself)."""
+    files = {}
+    for path in sorted(p for p in directory.rglob("*") if p.is_file()):
+        rel = path.relative_to(directory).as_posix()
+        if rel == MANIFEST_FILE:
+            continue
+        files[rel] = {"sha256": sha256_file(path), "size": path.stat().st_size}
+    return {"format": ARTIFACT_FORMAT, "format_version": ARTIFACT_FORMAT_VERSION, "files": files}
+
+
+def verify_manifest(directory: str | Path) -> dict[str, Any]:
+    """Check every file listed in ``manifest.json``; raise :class:`ArtifactError` naming the bad file."""
+    directory = Path(directory)
+    manifest_path = directory / MANIFEST_FILE
+    if not manifest_path.is_file():
+        raise ArtifactError(f"{manifest_path} is missing: this is not a complete Distillery artifact")
+    try:
+        manifest = json.loads(manifest_path.read_text())
+        files = manifest["files"]
+    except (json.JSONDecodeError, KeyError, TypeError) as exc:
+        raise ArtifactError(f"{manifest_path} is unreadable or malformed ({exc}); re-export the artifact") from exc
+    if manifest.get("format") != ARTIFACT_FORMAT:
+        raise ArtifactError(f"{manifest_path} is not a {ARTIFACT_FORMAT} manifest")
+    for rel, entry in files.items():
+        path = directory / rel
+        if not path.is_file():
+            raise ArtifactError(f"{rel} is listed in the manifest but missing from {directory} (partial artifact)")
+        size = path.stat().st_size
+        if size != entry["size"]:
+            raise ArtifactError(
+                f"{rel} has {size} bytes but the manifest says {entry['size']} (truncated or altered file) "
+                f"in {directory}"
+            )
+        if sha256_file(path) != entry["sha256"]:
+            raise ArtifactError(f"{rel} does not match its sha256 in the manifest (altered file) in {directory}")
+    return manifest
+
+
+def write_artifact(directory: str | Path, populate: Callable[[Path], None]) -> Path:
+    """Atomically create or replace ``directory``: ``populate(tmp)`` writes files, then the manifest is
+    added and the temporary directory is renamed into place. A crash leaves the old artifact intact."""
+    directory = Path(directory).resolve()
+    directory.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{directory.name}.tmp-", dir=directory.parent))
+    try:
+        populate(tmp)
+        (tmp / MANIFEST_FILE).write_text(json.dumps(build_manifest(tmp), indent=2, sort_keys=True) + "\n")
+        for path in tmp.rglob("*"):
+            if path.is_file():
+                with open(path, "rb") as fh:
+                    os.fsync(fh.fileno())
+        old = None
+        if directory.exists():
+            old = directory.parent / f".{directory.name}.old-{os.getpid()}"
+            if old.exists():
+                shutil.rmtree(old)
+            os.rename(directory, old)
+        os.rename(tmp, directory)
+        if old is not None:
+            shutil.rmtree(old, ignore_errors=True)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return directory
+
+
+def student_state_dict(model: Student) -> dict[str, torch.Tensor]:
+    """Contiguous fp32/bf16 tensors under Hugging Face Llama names (tied ``lm_head`` omitted, as in HF)."""
+    state = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
+    if model.config.tie_word_embeddings:
+        state.pop("lm_head.weight", None)
+    return state
+
+
+def save_student(
+    model: Student,
+    directory: str | Path,
+    *,
+    tokenizer: Any | None = None,
+    metrics: dict[str, Any] | None = None,
+    card: dict[str, Any] | None = None,
+    generation: dict[str, Any] | None = None,
+    extra_files: dict[str, bytes] | None = None,
+    extra_tensors: dict[str, torch.Tensor] | None = None,
+) -> Path:
+    """Write a complete, verified student artifact to ``directory`` (atomic).
+
+    tokenizer: a :class:`training.tokenizer.DistilleryTokenizer` (its files are written beside the
+    weights); metrics: written to ``metrics.json`` and the card; card: model-card fields (``data``,
+    ``teacher``, ``losses``, ``limits``, ...); generation: overrides for ``generation_config.json``;
+    extra_tensors: additional named tensors stored in ``model.safetensors`` (e.g. judge heads).
+    """
+    config = model.config
+    state = student_state_dict(model)
+    for name, tensor in (extra_tensors or {}).items():
+        if name in state:
+            raise ValueError(f"extra tensor {name!r} collides with a model tensor")
+        state[name] = tensor.detach().contiguous().cpu()
+    metrics = dict(metrics or {})
+    gen = {
+        "bos_token_id": config.bos_token_id,
+        "eos_token_id": config.eos_token_id,
+        "pad_token_id": config.pad_token_id,
+        "do_sample": False,
+        "max_new_tokens": 64,
+    }
+    gen.update(generation or {})
+
+    def populate(tmp: Path) -> None:
+        config.save(tmp / CONFIG_FILE)
+        save_file(state, str(tmp / WEIGHTS_FILE), metadata={"format": "pt"})
+        if tokenizer is not None:
+            tokenizer.save(tmp)
+        (tmp / "generation_config.json").write_text(json.dumps(gen, indent=2, sort_keys=True) + "\n")
+        (tmp / "metrics.json").write_text(json.dumps(metrics, indent=2, sort_keys=True) + "\n")
+        (tmp / "README.md").write_text(
+            render_model_card(config, model.num_parameters(), card or {}, metrics)
+        )
+        for rel, data in (extra_files or {}).items():
+            target = tmp / rel
+            target.parent.mkdir(parents=True, exist_ok=True)
+            target.write_bytes(data)
+
+    return write_artifact(directory, populate)
+
+
+def read_safetensors(paths: list[Path], dtype: torch.dtype | None = None) -> dict[str, torch.Tensor]:
+    """Read tensors from safetensors files (no pickle), optionally casting floating tensors."""
+    state: dict[str, torch.Tensor] = {}
+    for path in paths:
+        with safe_open(str(path), framework="pt") as fh:
+            for key in fh.keys():  # noqa: SIM118 - safe_open is not a mapping
+                tensor = fh.get_tensor(key)
+                if dtype is not None and tensor.is_floating_point():
+                    tensor = tensor.to(dtype)
+                state[key] = tensor
+    return state
+
+
+def weight_files(directory: Path) -> list[Path]:
+    """The safetensors files of a directory (single file or a sharded index)."""
+    single = directory / WEIGHTS_FILE
+    if single.is_file():
+        return [single]
+    index = directory / "model.safetensors.index.json"
+    if index.is_file():
+        shards = sorted(set(json.loads(index.read_text())["weight_map"].values()))
+        return [directory / s for s in shards]
+    if (directory / "pytorch_model.bin").exists():
+        raise ArtifactError(
+            f"{directory} holds only pytorch_model.bin (a pickle); Distillery never unpickles weights it did "
+            "not write. Convert it to safetensors first (e.g. transformers' save_pretrained(safe_serialization=True))."
+        )
+    raise ArtifactError(f"{directory} has no {WEIGHTS_FILE}: not a model directory")
+
+
+def load_state_dict(directory: str | Path, *, verify: bool = True) -> tuple[ModelConfig, dict[str, torch.Tensor]]:
+    """Config and tensors of an artifact or Hugging Face Llama directory (manifest verified if present)."""
+    directory = Path(directory)
+    if not directory.is_dir():
+        raise ArtifactError(f"{directory} is not a directory")
+    if (directory / MANIFEST_FILE).exists():
+        if verify:
+            verify_manifest(directory)
+    else:
+        warnings.warn(
+            f"{directory} has no {MANIFEST_FILE}: loading it as a plain Hugging Face directory, nothing was "
+            "verified",
+            UnverifiedArtifactWarning,
+            stacklevel=3,
+        )
+    if not (directory / CONFIG_FILE).is_file():
+        raise ArtifactError(f"{directory / CONFIG_FILE} is missing")
+    config = ModelConfig.load(directory / CONFIG_FILE)
+    try:
+        state = read_safetensors(weight_files(directory), dtype=torch.float32)
+    except (OSError, ValueError, RuntimeError) as exc:
+        if isinstance(exc, ArtifactError):
+            raise
+        raise ArtifactError(f"{directory / WEIGHTS_FILE} could not be read ({exc})") from exc
+    return config, state
+
+
+def load_student(directory: str | Path, *, verify: bool = True, map_location: str = "cpu") -> Student:
+    """Build a :class:`Student` from an artifact or a Hugging Face Llama directory."""
+    config, state = load_state_dict(directory, verify=verify)
+    model = Student(config)
+    state = {k: v for k, v in state.items() if not k.endswith("rotary_emb.inv_freq")}
+    expected = set(model.state_dict())
+    if config.tie_word_embeddings:
+        expected.discard("lm_head.weight")
+        state.pop("lm_head.weight", None)
+    missing = sorted(expected - set(state))
+    if missing:
+        raise ArtifactError(f"{directory}: weights are missing tensors {missing[:5]} ({len(missing)} in all)")
+    model_state = {k: v for k, v in state.items() if k in expected}
+    for key, tensor in model_state.items():
+        want = model.state_dict()[key].shape
+        if tensor.shape != want:
+            raise ArtifactError(f"{directory}: tensor {key} has shape {tuple(tensor.shape)}, config implies {tuple(want)}")
+    model.load_state_dict(model_state, strict=False)
+    if config.tie_word_embeddings:
+        model.lm_head.weight = model.model.embed_tokens.weight
+    return model.to(map_location).eval()
+
+
+def extra_tensors(directory: str | Path, prefix: str) -> dict[str, torch.Tensor]:
+    """Tensors whose names start with ``prefix`` (e.g. judge heads) from a verified artifact."""
+    _, state = load_state_dict(directory, verify=True)
+    return {k: v for k, v in state.items() if k.startswith(prefix)}
