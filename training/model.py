@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from pathlib import Path
 
 import torch
 import torch.nn.functional as F
@@ -285,11 +286,11 @@ class Student(nn.Module):
 
         return load_student(directory, verify=verify, map_location=map_location)
 
-    def save_pretrained(self, directory: str, **kwargs: object) -> None:
+    def save_pretrained(self, directory: str | Path, **kwargs: object) -> Path:
         """Write a verified student artifact; see :func:`training.artifact.save_student`."""
         from training.artifact import save_student
 
-        save_student(self, directory, **kwargs)  # type: ignore[arg-type]
+        return save_student(self, directory, **kwargs)  # type: ignore[arg-type]
 
     @torch.no_grad()
     def generate(self, input_ids: Tensor, **kwargs: object) -> Tensor:

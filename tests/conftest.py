@@ -1,0 +1,53 @@
+"""Shared fixtures: tiny models, tokenizers and artifacts built in-process (nothing is downloaded)."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+import torch
+
+from training.model import Student
+from training.model_config import ModelConfig
+from training.tokenizer import DistilleryTokenizer
+
+torch.set_num_threads(int(os.environ.get("DISTILLERY_TEST_THREADS", "2")))
+
+TINY_CORPUS = [
+    "Q: 7+3*2-4=?\n<think><step>3*2=6</step><step>7+6=13</step><step>13-4=9</step></think><answer>9</answer>",
+    "Q: 5-1+8=?\n<think><step>5-1=4</step><step>4+8=12</step></think><answer>12</answer>",
+    "Set a timer for 5 minutes <tool_call>{\"name\": \"set_timer\", \"arguments\": {\"minutes\": 5}}</tool_call>",
+    "Will it rain today? Ask again later. The quick brown fox jumps over the lazy dog.",
+] * 20
+
+
+@pytest.fixture(scope="session")
+def tiny_tokenizer() -> DistilleryTokenizer:
+    """Byte-level BPE with 320 ids (15 specials + 256 bytes + a few merges)."""
+    return DistilleryTokenizer.train(TINY_CORPUS, vocab_size=320)
+
+
+@pytest.fixture(scope="session")
+def tiny_config(tiny_tokenizer: DistilleryTokenizer) -> ModelConfig:
+    """2 layers, hidden 32, 4 query heads sharing 2 key/value heads, untied head."""
+    return ModelConfig(
+        vocab_size=tiny_tokenizer.vocab_size, hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+        num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=128, tie_word_embeddings=False,
+    )
+
+
+@pytest.fixture(scope="session")
+def tiny_student(tiny_config: ModelConfig) -> Student:
+    torch.manual_seed(0)
+    return Student(tiny_config).eval()
+
+
+@pytest.fixture(scope="session")
+def tiny_artifact(tmp_path_factory: pytest.TempPathFactory, tiny_student: Student,
+                  tiny_tokenizer: DistilleryTokenizer) -> Path:
+    """A complete student artifact directory (config, safetensors, tokenizer, card, manifest)."""
+    out = tmp_path_factory.mktemp("artifact") / "student"
+    tiny_student.save_pretrained(out, tokenizer=tiny_tokenizer, metrics={"accuracy": 0.5},
+                                 card={"data": "tiny corpus", "teacher": "none"})
+    return out

@@ -1,0 +1,75 @@
+"""Wires the data pipeline (:mod:`training.data`) to a KD config: the endless training stream with its
+resumable position, validation batches, and held-out examples for task accuracy."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+from torch import Tensor
+
+from training.data import ExampleStream, QuarantineLog, StreamConfig, check_lengths, length_report, read_examples
+from training.kd_config import KDConfig
+from training.tokenizer import DistilleryTokenizer
+
+
+class TrainStream:
+    """Training batches over as many epochs as needed; ``state_dict()`` is the position after the last
+    batch handed out, so a resumed run sees exactly the batches an uninterrupted run would have."""
+
+    def __init__(self, cfg: KDConfig, tokenizer: DistilleryTokenizer, rank: int = 0, world_size: int = 1) -> None:
+        data = cfg.data
+        out = Path(cfg.out_dir)
+        self.quarantine = QuarantineLog(out / ("quarantine.jsonl" if rank == 0 else f"quarantine.rank{rank}.jsonl"),
+                                        max_bad_fraction=data.max_bad_fraction)
+        self.length_report = length_report(data.train, tokenizer, data.max_length, self.quarantine)
+        self.quarantine.check()
+        check_lengths(self.length_report, data.max_truncated_share, data.truncate)
+        stream_cfg = StreamConfig(max_length=data.max_length, batch_size=data.batch_size, truncate=data.truncate,
+                                  shuffle_buffer=data.shuffle_buffer, seed=cfg.seed, drop_last=True)
+        self.stream = ExampleStream(data.train, tokenizer, stream_cfg, rank=rank, world_size=world_size,
+                                    quarantine=QuarantineLog(self.quarantine.path.with_suffix(".stream.jsonl"),
+                                                             max_bad_fraction=data.max_bad_fraction))
+
+    def __iter__(self) -> Iterator[dict[str, Tensor]]:
+        empty_epochs = 0
+        while True:
+            produced = False
+            for batch in self.stream:
+                produced = True
+                yield batch
+            empty_epochs = 0 if produced else empty_epochs + 1
+            if empty_epochs > 1:
+                raise RuntimeError("the training data yields no full batch: lower data.batch_size or add data")
+
+    def state_dict(self) -> dict[str, Any]:
+        return self.stream.state_dict()
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.stream.load_state_dict(state)
+
+
+def val_batches(cfg: KDConfig, tokenizer: DistilleryTokenizer) -> Iterator[dict[str, Tensor]]:
+    """Validation batches in file order (over-long examples truncated, never refused)."""
+    if not cfg.data.val:
+        return iter(())
+    stream_cfg = StreamConfig(max_length=cfg.data.max_length, batch_size=cfg.data.batch_size, truncate=True,
+                              shuffle=False, seed=cfg.seed)
+    quarantine = QuarantineLog(Path(cfg.out_dir) / "quarantine.val.jsonl", max_bad_fraction=1.0)
+    return iter(ExampleStream(cfg.data.val, tokenizer, stream_cfg, quarantine=quarantine))
+
+
+def load_eval_examples(cfg: KDConfig) -> list[dict[str, Any]]:
+    """The first ``eval.generate_examples`` validation examples, as dicts for task scorers."""
+    out: list[dict[str, Any]] = []
+    limit = cfg.eval.generate_examples
+    for path in cfg.data.val:
+        if len(out) >= limit:
+            break
+        quarantine = QuarantineLog(Path(cfg.out_dir) / "quarantine.eval.jsonl", max_bad_fraction=1.0)
+        for _, example in read_examples(path, quarantine):
+            out.append(example.model_dump())
+            if len(out) >= limit:
+                break
+    return out

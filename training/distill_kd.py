@@ -1,0 +1,57 @@
+"""Distill a teacher into a student: ``python -m training.distill_kd --config X.yaml [key=value ...]``.
+
+Reads a YAML config (see ``configs/``; unknown keys are errors), resumes from the newest valid checkpoint
+in ``out_dir`` unless ``resume=never``, trains, evaluates, and writes the student artifact to
+``out_dir/student`` (best-by-metric copy in ``out_dir/best``). Ctrl-C or SIGTERM finishes the current
+step, writes a checkpoint and exits with code 130; rerun the same command to continue.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+from training.kd_config import ConfigFileError, load_config
+from training.trainer import KDTrainer, ResumeMismatchError, TrainingDiverged
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="python -m training.distill_kd",
+        description="Knowledge distillation of a teacher into a student (or from-scratch training without one).",
+        epilog="Example: python -m training.distill_kd --config configs/toy_kd.yaml optim.max_steps=200 loss.temperature=2",
+    )
+    parser.add_argument("--config", required=True, help="YAML config file")
+    parser.add_argument("overrides", nargs="*", help="dotted key=value overrides, e.g. optim.lr=1e-3")
+    parser.add_argument("--stop-after-steps", type=int, default=None,
+                        help="checkpoint and exit after this many optimizer steps (resume later)")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        cfg = load_config(args.config, args.overrides)
+        trainer = KDTrainer(cfg, stop_after_steps=args.stop_after_steps)
+        result = trainer.train()
+    except (ConfigFileError, ResumeMismatchError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except TrainingDiverged as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    summary = {"status": result.status, "step": result.step, "metrics": result.metrics,
+               "best": result.best_metric, "student_dir": str(result.student_dir) if result.student_dir else None,
+               "wall_seconds": round(result.wall_seconds, 2),
+               "tokens_per_second": round(result.tokens_per_second, 1)}
+    print(json.dumps(summary, indent=2, sort_keys=True))
+    if result.status == "interrupted":
+        print(f"interrupted at step {result.step}; checkpoint written. Rerun the same command to resume.",
+              file=sys.stderr)
+        return 130
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,178 @@
+"""Typed configuration of a KD run (``python -m training.distill_kd --config X.yaml key=value ...``).
+
+Every section is a pydantic model with ``extra="forbid"``: an unknown or misspelled key is an error that
+names the key, never silently ignored.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+
+class ConfigFileError(ValueError):
+    """A config file or override could not be read or validated."""
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=False)
+
+
+class StudentShape(_Strict):
+    """Shape of a student built from scratch (vocabulary size comes from the tokenizer)."""
+
+    hidden_size: int = Field(128, gt=0)
+    intermediate_size: int = Field(344, gt=0)
+    num_hidden_layers: int = Field(4, gt=0)
+    num_attention_heads: int = Field(4, gt=0)
+    num_key_value_heads: int = Field(2, gt=0)
+    max_position_embeddings: int = Field(256, gt=0)
+    tie_word_embeddings: bool = True
+    rope_theta: float = Field(10000.0, gt=0)
+
+
+class DataSection(_Strict):
+    """Training and validation files (JSONL or Parquet) and how they are batched."""
+
+    train: list[str]
+    val: list[str] = []
+    max_length: int = Field(128, gt=1)
+    batch_size: int = Field(16, gt=0, description="examples per micro-batch")
+    shuffle_buffer: int = Field(1024, gt=0)
+    truncate: bool = Field(False, description="truncate over-long examples instead of refusing to start")
+    max_truncated_share: float = Field(0.0, ge=0, le=1)
+    max_bad_fraction: float = Field(0.01, ge=0, le=1, description="share of malformed lines tolerated")
+
+
+class TeacherSection(_Strict):
+    """Where teacher targets come from. ``kind='checkpoint'``: a Distillery/HF Llama directory."""
+
+    kind: Literal["checkpoint"] = "checkpoint"
+    path: str
+
+
+class LossSection(_Strict):
+    """Loss mix: ``kd_weight * divergence(teacher, student) + ce_weight * CE(labels)``."""
+
+    kd_weight: float = Field(1.0, ge=0)
+    ce_weight: float = Field(0.5, ge=0)
+    divergence: Literal["forward_kl", "reverse_kl", "jsd", "skew_kl", "skew_reverse_kl"] = "forward_kl"
+    temperature: float = Field(1.0, gt=0)
+    jsd_beta: float = Field(0.5, ge=0, le=1)
+    skew_alpha: float = Field(0.1, ge=0, le=1)
+    label_smoothing: float = Field(0.0, ge=0, lt=1)
+    chunked: bool = Field(False, description="chunked KD+CE from hidden states; forward_kl only")
+    chunk_size: int = Field(1024, gt=0)
+
+    @model_validator(mode="after")
+    def _chunked_supports(self) -> LossSection:
+        if self.chunked and self.divergence != "forward_kl":
+            raise ValueError("loss.chunked=true supports divergence=forward_kl only")
+        return self
+
+
+class OptimSection(_Strict):
+    """AdamW with linear warmup then cosine decay to ``min_lr_ratio * lr``."""
+
+    lr: float = Field(3e-3, gt=0)
+    weight_decay: float = Field(0.01, ge=0)
+    betas: tuple[float, float] = (0.9, 0.95)
+    warmup_steps: int = Field(20, ge=0)
+    max_steps: int = Field(300, gt=0)
+    min_lr_ratio: float = Field(0.1, ge=0, le=1)
+    grad_accum: int = Field(1, gt=0, description="micro-batches per optimizer step")
+    clip_grad_norm: float = Field(1.0, gt=0)
+
+
+class EvalSection(_Strict):
+    """Periodic evaluation and checkpoint selection."""
+
+    every: int = Field(50, gt=0, description="evaluate every N optimizer steps (and at the end)")
+    max_batches: int = Field(20, gt=0)
+    best_metric: str = "val_loss"
+    best_mode: Literal["min", "max"] = "min"
+    generate_examples: int = Field(64, ge=0, description="held-out prompts decoded greedily for task accuracy")
+    max_new_tokens: int = Field(48, gt=0)
+
+
+class CheckpointSection(_Strict):
+    every: int = Field(100, gt=0)
+    keep_last: int = Field(2, ge=1)
+
+
+class KDConfig(_Strict):
+    """A whole KD (or from-scratch, when ``teacher`` is null) training run."""
+
+    out_dir: str
+    seed: int = 0
+    tokenizer: str = Field(description="directory holding tokenizer.json (usually the teacher's)")
+    task: str | None = Field(None, description="bundled task name, for task accuracy at evaluation")
+    student: StudentShape = StudentShape()
+    init_from: str | None = Field(None, description="start the student from this artifact instead of scratch")
+    teacher: TeacherSection | None = None
+    data: DataSection
+    loss: LossSection = LossSection()
+    optim: OptimSection = OptimSection()
+    eval: EvalSection = EvalSection()
+    checkpoint: CheckpointSection = CheckpointSection()
+    bf16: bool = Field(False, description="bf16 autocast for forward passes (CPU AMX / GPU)")
+    num_threads: int | None = Field(None, gt=0)
+    max_nonfinite_steps: int = Field(3, ge=1, description="consecutive non-finite losses before the run stops")
+    resume: Literal["auto", "never"] | str = "auto"
+    progress: bool = True
+    tensorboard: bool = True
+    card: dict[str, Any] = {}
+
+    def fingerprint(self) -> str:
+        """sha256 of the canonical JSON of this config (used to lock resumed runs)."""
+        return hashlib.sha256(json.dumps(self.model_dump(mode="json"), sort_keys=True).encode()).hexdigest()
+
+
+def parse_override(text: str) -> tuple[list[str], Any]:
+    """``a.b.c=value`` -> (["a","b","c"], yaml-parsed value)."""
+    if "=" not in text:
+        raise ConfigFileError(f"override {text!r} must look like key.path=value")
+    key, raw = text.split("=", 1)
+    if not key:
+        raise ConfigFileError(f"override {text!r} has an empty key")
+    return key.split("."), yaml.safe_load(raw) if raw != "" else ""
+
+
+def apply_overrides(data: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
+    """Set dotted keys in a nested dict (creating sub-dicts) from ``key=value`` strings."""
+    for item in overrides:
+        path, value = parse_override(item)
+        node = data
+        for part in path[:-1]:
+            nxt = node.get(part)
+            if nxt is None:
+                nxt = node[part] = {}
+            if not isinstance(nxt, dict):
+                raise ConfigFileError(f"override {item!r}: {part!r} is not a section")
+            node = nxt
+        node[path[-1]] = value
+    return data
+
+
+def load_config(path: str | Path, overrides: list[str] | None = None) -> KDConfig:
+    """Read a YAML config, apply overrides, validate. Errors name the file and the offending keys."""
+    path = Path(path)
+    try:
+        data = yaml.safe_load(path.read_text()) or {}
+    except (OSError, yaml.YAMLError) as exc:
+        raise ConfigFileError(f"cannot read config {path}: {exc}") from exc
+    if not isinstance(data, dict):
+        raise ConfigFileError(f"{path} must hold a mapping at the top level")
+    data = apply_overrides(data, overrides or [])
+    try:
+        return KDConfig.model_validate(data)
+    except ValidationError as exc:
+        problems = "; ".join(
+            f"{'.'.join(str(p) for p in err['loc'])}: {err['msg']}" for err in exc.errors()
+        )
+        raise ConfigFileError(f"invalid config {path}: {problems}") from exc

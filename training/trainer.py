@@ -1,0 +1,389 @@
+"""The KD training loop: micro-batches, accumulation, clipping, schedule, evaluation, checkpoints, resume.
+
+One optimizer step = ``grad_accum`` micro-batches; every loss is normalized by the number of target
+tokens of the whole step, so the update does not depend on how the step is split. Interrupts
+(SIGINT/SIGTERM) finish the current step, write a checkpoint and return; a resumed run continues from
+the exact data position, optimizer, schedule and RNG state.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import math
+import signal
+import time
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from training.checkpoint import latest_valid_checkpoint, load_checkpoint, save_checkpoint
+from training.data_adapter import TrainStream, load_eval_examples, val_batches
+from training.evaluation import evaluate_loss, evaluate_task
+from training.kd_config import KDConfig
+from training.losses import cross_entropy, kd_divergence
+from training.model import Student
+from training.model_config import ModelConfig
+from training.schedule import warmup_cosine
+from training.teachers import CheckpointTeacher, ensure_same_vocabulary
+from training.tokenizer import DistilleryTokenizer
+
+# Keys that must not change when a run resumes: a different value would silently train another model.
+LOCKED_KEYS = ("student", "init_from", "tokenizer", "teacher", "data.max_length", "seed", "optim.max_steps",
+               "optim.grad_accum", "data.batch_size")
+
+
+class TrainingDiverged(RuntimeError):
+    """Too many consecutive non-finite losses; the last good state was checkpointed."""
+
+
+class ResumeMismatchError(ValueError):
+    """A resumed run's config differs from the checkpoint's in a locked key."""
+
+
+@dataclass
+class TrainResult:
+    """What a run produced: final step, why it stopped, last evaluation, paths."""
+
+    step: int
+    status: str  # "completed" | "interrupted" | "stopped_early"
+    metrics: dict[str, float] = field(default_factory=dict)
+    best_metric: float | None = None
+    student_dir: Path | None = None
+    checkpoint: Path | None = None
+    wall_seconds: float = 0.0
+    tokens_per_second: float = 0.0
+
+
+def _locked_values(cfg: KDConfig) -> dict[str, Any]:
+    data = cfg.model_dump(mode="json")
+    out: dict[str, Any] = {}
+    for key in LOCKED_KEYS:
+        node: Any = data
+        for part in key.split("."):
+            node = node.get(part) if isinstance(node, dict) else None
+        out[key] = node
+    return out
+
+
+def build_optimizer(model: Student, cfg: KDConfig) -> torch.optim.AdamW:
+    """AdamW; weight decay on matrices only (not norms, biases or embeddings)."""
+    decay, no_decay = [], []
+    seen: set[int] = set()
+    for name, param in model.named_parameters():
+        if not param.requires_grad or id(param) in seen:
+            continue
+        seen.add(id(param))
+        (decay if param.ndim == 2 and "embed_tokens" not in name else no_decay).append(param)
+    groups = [{"params": decay, "weight_decay": cfg.optim.weight_decay},
+              {"params": no_decay, "weight_decay": 0.0}]
+    return torch.optim.AdamW(groups, lr=cfg.optim.lr, betas=cfg.optim.betas)
+
+
+class JsonlLogger:
+    """Structured JSON-lines log with a run id on every line; optional TensorBoard scalars."""
+
+    def __init__(self, path: Path, run_id: str, tensorboard_dir: Path | None) -> None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self._fh = open(path, "a", buffering=1)  # noqa: SIM115 - closed in close()
+        self.run_id = run_id
+        self._tb = None
+        if tensorboard_dir is not None:
+            from torch.utils.tensorboard import SummaryWriter
+
+            self._tb = SummaryWriter(str(tensorboard_dir))
+
+    def log(self, event: str, step: int, **values: Any) -> None:
+        record = {"time": round(time.time(), 3), "run_id": self.run_id, "event": event, "step": step, **values}
+        self._fh.write(json.dumps(record, sort_keys=True) + "\n")
+        if self._tb is not None:
+            for key, value in values.items():
+                if isinstance(value, int | float) and math.isfinite(value):
+                    self._tb.add_scalar(f"{event}/{key}", value, step)
+
+    def close(self) -> None:
+        self._fh.close()
+        if self._tb is not None:
+            self._tb.close()
+
+
+class _InterruptFlag:
+    """Turns SIGINT/SIGTERM into a flag checked after every optimizer step."""
+
+    def __init__(self) -> None:
+        self.signal: int | None = None
+        self._previous: dict[int, Any] = {}
+
+    def __enter__(self) -> _InterruptFlag:
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            with contextlib.suppress(ValueError):  # not in the main thread
+                self._previous[sig] = signal.signal(sig, self._handle)
+        return self
+
+    def _handle(self, signum: int, frame: Any) -> None:
+        self.signal = signum
+
+    def __exit__(self, *exc: object) -> None:
+        for sig, handler in self._previous.items():
+            signal.signal(sig, handler)
+
+
+class KDTrainer:
+    """Distills ``cfg.teacher`` into a student, or trains it from scratch when there is no teacher."""
+
+    def __init__(self, cfg: KDConfig, *, stop_after_steps: int | None = None) -> None:
+        self.cfg = cfg
+        self.stop_after_steps = stop_after_steps
+        self.out = Path(cfg.out_dir)
+        if cfg.num_threads:
+            torch.set_num_threads(cfg.num_threads)
+        torch.manual_seed(cfg.seed)
+        self.tokenizer = DistilleryTokenizer.load(cfg.tokenizer)
+        self.teacher = CheckpointTeacher(cfg.teacher.path) if cfg.teacher else None
+        self.student = self._build_student()
+        if self.teacher is not None:
+            ensure_same_vocabulary(self.teacher, self.tokenizer, self.student.config.vocab_size)
+        self.optimizer = build_optimizer(self.student, cfg)
+        self.stream = TrainStream(cfg, self.tokenizer)
+        self.eval_examples = load_eval_examples(cfg)
+        self.step = 0
+        self.best: float | None = None
+        self.last_metrics: dict[str, float] = {}
+        self.run_id = uuid.uuid4().hex[:12]
+
+    def _build_student(self) -> Student:
+        if self.cfg.init_from:
+            return Student.from_pretrained(self.cfg.init_from).train()
+        vocab = self.teacher.vocab_size if self.teacher is not None else self.tokenizer.vocab_size
+        shape = self.cfg.student
+        config = ModelConfig(vocab_size=vocab, **shape.model_dump(),
+                             bos_token_id=self.tokenizer.bos_id, eos_token_id=self.tokenizer.eos_id,
+                             pad_token_id=self.tokenizer.pad_id)
+        return Student(config).train()
+
+    # ---- losses ------------------------------------------------------------------------------------
+    def micro_batch_loss(self, batch: dict[str, Tensor], normalizer: float) -> tuple[Tensor, dict[str, float]]:
+        """Loss of one micro-batch, normalized by the optimizer step's target-token count."""
+        cfg = self.cfg.loss
+        ids, mask, labels = batch["input_ids"], batch["attention_mask"], batch["labels"]
+        pos = batch.get("position_ids")
+        target = labels != -100
+        autocast = torch.autocast("cpu", dtype=torch.bfloat16, enabled=self.cfg.bf16)
+        terms: dict[str, float] = {}
+        if cfg.chunked:
+            from training.chunked_loss import chunked_kd_ce_loss
+
+            with autocast:
+                hidden = self.student.run(ids, attention_mask=mask, position_ids=pos,
+                                          compute_logits=False).last_hidden_state
+            h = hidden.float().reshape(-1, hidden.shape[-1])
+            if self.teacher is not None:
+                t_hidden = self.teacher.final_hidden(ids, mask).float()
+                th = t_hidden.reshape(-1, t_hidden.shape[-1])
+                t_weight = self.teacher.lm_head_weight.float()
+                kd_w = cfg.kd_weight
+            else:
+                th, t_weight, kd_w = h.detach(), self.student.lm_head.weight.detach(), 0.0
+            loss = chunked_kd_ce_loss(
+                h, self.student.lm_head.weight, th, t_weight, labels.reshape(-1), target.reshape(-1),
+                temperature=cfg.temperature, kd_weight=kd_w, ce_weight=cfg.ce_weight,
+                normalizer=normalizer, chunk_size=cfg.chunk_size,
+            )
+            terms["loss"] = float(loss.detach())
+            return loss, terms
+        with autocast:
+            logits = self.student.run(ids, attention_mask=mask, position_ids=pos).logits
+        assert logits is not None
+        logits = logits.float()
+        ce = cross_entropy(logits, labels, label_smoothing=cfg.label_smoothing, normalizer=normalizer)
+        total = cfg.ce_weight * ce if self.teacher is not None else ce
+        terms["ce"] = float(ce.detach())
+        if self.teacher is not None and cfg.kd_weight > 0:
+            with autocast:
+                t_logits = self.teacher.logits(ids, mask)
+            extra: dict[str, float] = {}
+            if self.cfg.loss.divergence == "jsd":
+                extra["beta"] = cfg.jsd_beta
+            elif self.cfg.loss.divergence.startswith("skew"):
+                extra["alpha"] = cfg.skew_alpha
+            kd = kd_divergence(cfg.divergence, logits, t_logits.float(), mask=target,
+                               temperature=cfg.temperature, normalizer=normalizer, **extra)
+            total = total + cfg.kd_weight * kd
+            terms["kd"] = float(kd.detach())
+        terms["loss"] = float(total.detach())
+        return total, terms
+
+    # ---- one optimizer step --------------------------------------------------------------------------
+    def train_step(self, micro_batches: list[dict[str, Tensor]]) -> tuple[bool, dict[str, float]]:
+        """Accumulate gradients over micro-batches and update; returns (finite, logged terms)."""
+        total_tokens = float(sum(int(mb["num_target_tokens"]) for mb in micro_batches))
+        terms: dict[str, float] = {}
+        finite = True
+        for mb in micro_batches:
+            loss, t = self.micro_batch_loss(mb, normalizer=max(total_tokens, 1.0))
+            if not torch.isfinite(loss):
+                finite = False
+                break
+            loss.backward()
+            for k, v in t.items():
+                terms[k] = terms.get(k, 0.0) + v
+        if finite:
+            grad_norm = torch.nn.utils.clip_grad_norm_(self.student.parameters(), self.cfg.optim.clip_grad_norm)
+            finite = bool(torch.isfinite(grad_norm))
+            terms["grad_norm"] = float(grad_norm)
+        if finite:
+            lr = self.cfg.optim.lr * warmup_cosine(
+                self.step, warmup_steps=self.cfg.optim.warmup_steps, max_steps=self.cfg.optim.max_steps,
+                min_ratio=self.cfg.optim.min_lr_ratio)
+            for group in self.optimizer.param_groups:
+                group["lr"] = lr
+            self.optimizer.step()
+            terms["lr"] = lr
+        self.optimizer.zero_grad(set_to_none=True)
+        terms["tokens"] = total_tokens
+        return finite, terms
+
+    # ---- evaluation, checkpoints -----------------------------------------------------------------------
+    def evaluate(self) -> dict[str, float]:
+        metrics = evaluate_loss(self.student, val_batches(self.cfg, self.tokenizer), self.teacher,
+                                self.cfg.eval.max_batches)
+        if self.cfg.task and self.eval_examples:
+            task_metrics = evaluate_task(self.student, self.tokenizer, self.eval_examples, self.cfg.task,
+                                         self.cfg.eval.max_new_tokens)
+            metrics.update(task_metrics)
+        self.last_metrics = metrics
+        return metrics
+
+    def _trainer_state(self) -> dict[str, Any]:
+        return {"data": self.stream.state_dict(), "best": self.best, "locked": _locked_values(self.cfg),
+                "config_fingerprint": self.cfg.fingerprint(), "run_id": self.run_id,
+                "last_metrics": self.last_metrics}
+
+    def save_checkpoint(self) -> Path:
+        return save_checkpoint(self.out / "checkpoints", self.step, self.student, self.optimizer,
+                               self._trainer_state(), self.cfg.checkpoint.keep_last)
+
+    def maybe_resume(self) -> Path | None:
+        """Resume from ``cfg.resume`` ('auto': newest valid checkpoint in out_dir; or a path)."""
+        if self.cfg.resume == "never":
+            return None
+        path = (latest_valid_checkpoint(self.out / "checkpoints") if self.cfg.resume == "auto"
+                else Path(self.cfg.resume))
+        if path is None:
+            return None
+        state = load_checkpoint(path, self.student, self.optimizer)
+        locked_now = _locked_values(self.cfg)
+        for key, old in state.get("locked", {}).items():
+            if locked_now.get(key) != old:
+                raise ResumeMismatchError(
+                    f"cannot resume {path}: config key {key!r} changed from {old!r} to {locked_now.get(key)!r}; "
+                    "use a new out_dir (or resume=never) to start a different run"
+                )
+        self.step = int(state["step"])
+        self.stream.load_state_dict(state["data"])
+        self.best = state.get("best")
+        self.last_metrics = state.get("last_metrics", {})
+        self.run_id = state.get("run_id", self.run_id)
+        return path
+
+    def _is_better(self, value: float) -> bool:
+        if not math.isfinite(value):
+            return False
+        if self.best is None:
+            return True
+        return value < self.best if self.cfg.eval.best_mode == "min" else value > self.best
+
+    def save_student(self, directory: Path, metrics: dict[str, float]) -> Path:
+        card = {
+            "data": {"train": self.cfg.data.train, "val": self.cfg.data.val},
+            "teacher": self.cfg.teacher.path if self.cfg.teacher else "none (trained from scratch)",
+            "losses": self.cfg.loss.model_dump(mode="json") if self.teacher is not None else "cross-entropy only",
+            "training": {"steps": self.step, "optimizer": self.cfg.optim.model_dump(mode="json"),
+                         "seed": self.cfg.seed},
+            **self.cfg.card,
+        }
+        return self.student.save_pretrained(directory, tokenizer=self.tokenizer, metrics=metrics, card=card)
+
+    # ---- the loop ------------------------------------------------------------------------------------------
+    def _micro_batches(self, it: Iterator[dict[str, Tensor]]) -> list[dict[str, Tensor]]:
+        return [next(it) for _ in range(self.cfg.optim.grad_accum)]
+
+    def train(self) -> TrainResult:
+        """Run to ``optim.max_steps`` (or an interrupt) and write the student artifact."""
+        self.out.mkdir(parents=True, exist_ok=True)
+        resumed = self.maybe_resume()
+        logger = JsonlLogger(self.out / "logs" / "train.jsonl", self.run_id,
+                             self.out / "tensorboard" if self.cfg.tensorboard else None)
+        logger.log("start", self.step, resumed_from=str(resumed) if resumed else None,
+                   params=self.student.num_parameters(), teacher=bool(self.teacher))
+        started = time.perf_counter()
+        tokens_seen = 0.0
+        nonfinite = 0
+        status = "completed"
+        start_step = self.step
+        progress = None
+        if self.cfg.progress:
+            from tqdm import tqdm
+
+            progress = tqdm(total=self.cfg.optim.max_steps, initial=self.step, desc="distill", unit="step",
+                            dynamic_ncols=True)
+        it = iter(self.stream)
+        try:
+            with _InterruptFlag() as interrupt:
+                while self.step < self.cfg.optim.max_steps:
+                    self.student.train()
+                    finite, terms = self.train_step(self._micro_batches(it))
+                    if not finite:
+                        nonfinite += 1
+                        logger.log("nonfinite_loss", self.step, consecutive=nonfinite)
+                        if nonfinite >= self.cfg.max_nonfinite_steps:
+                            path = self.save_checkpoint()
+                            raise TrainingDiverged(
+                                f"{nonfinite} consecutive non-finite losses at step {self.step}; last good "
+                                f"state saved in {path}. Lower optim.lr or check the data."
+                            )
+                        continue
+                    nonfinite = 0
+                    self.step += 1
+                    tokens_seen += terms["tokens"]
+                    elapsed = time.perf_counter() - started
+                    logger.log("train", self.step, tokens_per_second=tokens_seen / max(elapsed, 1e-9), **terms)
+                    if progress is not None:
+                        progress.update(1)
+                        progress.set_postfix(loss=f"{terms['loss']:.3f}", lr=f"{terms.get('lr', 0):.2e}")
+                    done = self.step >= self.cfg.optim.max_steps
+                    if self.step % self.cfg.eval.every == 0 or done:
+                        metrics = self.evaluate()
+                        logger.log("eval", self.step, **metrics)
+                        value = metrics.get(self.cfg.eval.best_metric, float("nan"))
+                        if self._is_better(value):
+                            self.best = value
+                            self.save_student(self.out / "best", metrics)
+                    if self.step % self.cfg.checkpoint.every == 0 or done:
+                        self.save_checkpoint()
+                    if interrupt.signal is not None:
+                        self.save_checkpoint()
+                        status = "interrupted"
+                        logger.log("interrupted", self.step, signal=interrupt.signal)
+                        break
+                    if self.stop_after_steps is not None and self.step - start_step >= self.stop_after_steps \
+                            and not done:
+                        self.save_checkpoint()
+                        status = "stopped_early"
+                        break
+        finally:
+            if progress is not None:
+                progress.close()
+        wall = time.perf_counter() - started
+        result = TrainResult(step=self.step, status=status, metrics=self.last_metrics, best_metric=self.best,
+                             wall_seconds=wall, tokens_per_second=tokens_seen / max(wall, 1e-9))
+        if status == "completed":
+            result.student_dir = self.save_student(self.out / "student", self.last_metrics)
+        logger.log("end", self.step, status=status, wall_seconds=wall)
+        logger.close()
+        return result
