@@ -16,11 +16,11 @@ import shutil
 import tempfile
 import warnings
 from collections.abc import Callable
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import Any
 
 import torch
-from safetensors import safe_open
+from safetensors import SafetensorError, safe_open
 from safetensors.torch import save_file
 
 from training.model import Student
@@ -73,9 +73,17 @@ def verify_manifest(directory: str | Path) -> dict[str, Any]:
         files = manifest["files"]
     except (json.JSONDecodeError, KeyError, TypeError) as exc:
         raise ArtifactError(f"{manifest_path} is unreadable or malformed ({exc}); re-export the artifact") from exc
-    if manifest.get("format") != ARTIFACT_FORMAT:
+    if not isinstance(manifest, dict) or manifest.get("format") != ARTIFACT_FORMAT:
         raise ArtifactError(f"{manifest_path} is not a {ARTIFACT_FORMAT} manifest")
+    if not isinstance(files, dict):
+        raise ArtifactError(f"{manifest_path} is malformed: 'files' must map file names to entries")
     for rel, entry in files.items():
+        if (not isinstance(entry, dict) or not isinstance(entry.get("sha256"), str)
+                or not isinstance(entry.get("size"), int) or isinstance(entry.get("size"), bool)):
+            raise ArtifactError(f"{manifest_path} is malformed: the entry for {rel!r} needs 'sha256' and 'size'")
+        rel_path = PurePosixPath(rel)
+        if not rel or rel_path.is_absolute() or ".." in rel_path.parts:
+            raise ArtifactError(f"{manifest_path} is malformed: {rel!r} is not a path inside the artifact")
         path = directory / rel
         if not path.is_file():
             raise ArtifactError(f"{rel} is listed in the manifest but missing from {directory} (partial artifact)")
@@ -96,26 +104,46 @@ def write_artifact(directory: str | Path, populate: Callable[[Path], None]) -> P
     directory = Path(directory).resolve()
     directory.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{directory.name}.tmp-", dir=directory.parent))
+    old: Path | None = None
     try:
+        # mkdtemp creates the directory 0700; give the artifact the mode an ordinary mkdir would have,
+        # or it becomes unreadable to other users (serving containers, shared caches) once renamed.
+        os.chmod(tmp, 0o777 & ~_umask())
         populate(tmp)
         (tmp / MANIFEST_FILE).write_text(json.dumps(build_manifest(tmp), indent=2, sort_keys=True) + "\n")
         for path in tmp.rglob("*"):
             if path.is_file():
                 with open(path, "rb") as fh:
                     os.fsync(fh.fileno())
-        old = None
         if directory.exists():
-            old = directory.parent / f".{directory.name}.old-{os.getpid()}"
-            if old.exists():
-                shutil.rmtree(old)
-            os.rename(directory, old)
+            backup = directory.parent / f".{directory.name}.old-{os.getpid()}"
+            if backup.exists():
+                shutil.rmtree(backup)
+            os.rename(directory, backup)
+            old = backup
         os.rename(tmp, directory)
-        if old is not None:
-            shutil.rmtree(old, ignore_errors=True)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
+        # the previous artifact was moved aside but the new one did not take its place: put it back
+        if old is not None and not directory.exists():
+            os.rename(old, directory)
         raise
+    if old is not None:
+        shutil.rmtree(old, ignore_errors=True)
     return directory
+
+
+def _umask() -> int:
+    """The process umask (read without changing it where /proc allows)."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("Umask:"):
+                return int(line.split()[1], 8)
+    except (OSError, ValueError):
+        pass
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
 
 
 def student_state_dict(model: Student) -> dict[str, torch.Tensor]:
@@ -213,9 +241,10 @@ def load_state_dict(directory: str | Path, *, verify: bool = True) -> tuple[Mode
     directory = Path(directory)
     if not directory.is_dir():
         raise ArtifactError(f"{directory} is not a directory")
+    covered: set[str] | None = None
     if (directory / MANIFEST_FILE).exists():
         if verify:
-            verify_manifest(directory)
+            covered = set(verify_manifest(directory)["files"])
     else:
         warnings.warn(
             f"{directory} has no {MANIFEST_FILE}: loading it as a plain Hugging Face directory, nothing was "
@@ -225,10 +254,19 @@ def load_state_dict(directory: str | Path, *, verify: bool = True) -> tuple[Mode
         )
     if not (directory / CONFIG_FILE).is_file():
         raise ArtifactError(f"{directory / CONFIG_FILE} is missing")
+    files = weight_files(directory)
+    if covered is not None:
+        # a manifest that does not list the files read below would "verify" nothing about them
+        sharded = files != [directory / WEIGHTS_FILE]
+        needed = [directory / CONFIG_FILE, *files, *([directory / "model.safetensors.index.json"] if sharded else [])]
+        for path in needed:
+            rel = path.relative_to(directory).as_posix()
+            if rel not in covered:
+                raise ArtifactError(f"{rel} is not listed in {directory / MANIFEST_FILE}: it cannot be verified")
     config = ModelConfig.load(directory / CONFIG_FILE)
     try:
-        state = read_safetensors(weight_files(directory), dtype=torch.float32)
-    except (OSError, ValueError, RuntimeError) as exc:
+        state = read_safetensors(files, dtype=torch.float32)
+    except (OSError, ValueError, RuntimeError, SafetensorError) as exc:
         if isinstance(exc, ArtifactError):
             raise
         raise ArtifactError(f"{directory / WEIGHTS_FILE} could not be read ({exc})") from exc

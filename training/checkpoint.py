@@ -20,7 +20,13 @@ import numpy as np
 import torch
 from safetensors.torch import save_file
 
-from training.artifact import ArtifactError, read_safetensors, student_state_dict, verify_manifest, write_artifact
+from training.artifact import (
+    ArtifactError,
+    read_safetensors,
+    student_state_dict,
+    verify_manifest,
+    write_artifact,
+)
 from training.model import Student
 
 _STEP_DIR = re.compile(r"^step-(\d{8})$")

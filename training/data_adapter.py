@@ -9,7 +9,14 @@ from typing import Any
 
 from torch import Tensor
 
-from training.data import ExampleStream, QuarantineLog, StreamConfig, check_lengths, length_report, read_examples
+from training.data import (
+    ExampleStream,
+    QuarantineLog,
+    StreamConfig,
+    check_lengths,
+    length_report,
+    read_examples,
+)
 from training.kd_config import KDConfig
 from training.tokenizer import DistilleryTokenizer
 
@@ -50,14 +57,20 @@ class TrainStream:
         self.stream.load_state_dict(state)
 
 
+def eval_batches(paths: list[str], tokenizer: DistilleryTokenizer, max_length: int, batch_size: int,
+                 quarantine_path: Path) -> Iterator[dict[str, Tensor]]:
+    """Batches of ``paths`` in file order (over-long examples truncated, never refused)."""
+    stream_cfg = StreamConfig(max_length=max_length, batch_size=batch_size, truncate=True, shuffle=False)
+    quarantine = QuarantineLog(quarantine_path, max_bad_fraction=1.0)
+    return iter(ExampleStream(paths, tokenizer, stream_cfg, quarantine=quarantine))
+
+
 def val_batches(cfg: KDConfig, tokenizer: DistilleryTokenizer) -> Iterator[dict[str, Tensor]]:
-    """Validation batches in file order (over-long examples truncated, never refused)."""
+    """Validation batches of a KD config (empty when it names no validation files)."""
     if not cfg.data.val:
         return iter(())
-    stream_cfg = StreamConfig(max_length=cfg.data.max_length, batch_size=cfg.data.batch_size, truncate=True,
-                              shuffle=False, seed=cfg.seed)
-    quarantine = QuarantineLog(Path(cfg.out_dir) / "quarantine.val.jsonl", max_bad_fraction=1.0)
-    return iter(ExampleStream(cfg.data.val, tokenizer, stream_cfg, quarantine=quarantine))
+    return eval_batches(cfg.data.val, tokenizer, cfg.data.max_length, cfg.data.batch_size,
+                        Path(cfg.out_dir) / "quarantine.val.jsonl")
 
 
 def load_eval_examples(cfg: KDConfig) -> list[dict[str, Any]]:

@@ -29,7 +29,8 @@ class RMSNorm(nn.Module):
         self.eps = eps
 
     def forward(self, x: Tensor) -> Tensor:
-        """x: (..., H) -> (..., H) in x's dtype."""
+        """x: (..., H) -> (..., H); normalised in fp32, cast back to x's dtype, then scaled by ``weight`` (as in
+        Hugging Face, the result has x's dtype when weight does, e.g. a bf16 model)."""
         dtype = x.dtype
         x32 = x.float()
         x32 = x32 * torch.rsqrt(x32.pow(2).mean(-1, keepdim=True) + self.eps)

@@ -8,6 +8,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+# transformers.LlamaConfig defaults for fields whose ModelConfig default differs (see from_hf_dict).
+_HF_LLAMA_DEFAULTS: dict[str, Any] = {"tie_word_embeddings": False, "rms_norm_eps": 1e-6}
 
 
 class ConfigError(ValueError):
@@ -40,6 +42,15 @@ class ModelConfig:
     pad_token_id: int = 0
 
     def __post_init__(self) -> None:
+        # Check the sizes before deriving head_dim: num_attention_heads=0 (or a non-integer) must be a
+        # ConfigError, not a ZeroDivisionError / TypeError from the modulo below.
+        for name in ("vocab_size", "hidden_size", "intermediate_size", "num_hidden_layers",
+                     "num_attention_heads", "num_key_value_heads", "head_dim", "max_position_embeddings"):
+            value = getattr(self, name)
+            if name == "head_dim" and value is None:
+                continue
+            if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
+                raise ConfigError(f"{name} must be a positive integer, got {value!r}")
         if self.head_dim is None:
             if self.hidden_size % self.num_attention_heads:
                 raise ConfigError(
@@ -47,11 +58,6 @@ class ModelConfig:
                     f"{self.num_attention_heads}; set head_dim explicitly"
                 )
             self.head_dim = self.hidden_size // self.num_attention_heads
-        for name in ("vocab_size", "hidden_size", "intermediate_size", "num_hidden_layers",
-                     "num_attention_heads", "num_key_value_heads", "head_dim", "max_position_embeddings"):
-            value = getattr(self, name)
-            if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
-                raise ConfigError(f"{name} must be a positive integer, got {value!r}")
         if self.num_attention_heads % self.num_key_value_heads:
             raise ConfigError(
                 f"num_attention_heads={self.num_attention_heads} must be a multiple of "
@@ -63,6 +69,8 @@ class ModelConfig:
             raise ConfigError("rms_norm_eps and rope_theta must be positive")
         for name in ("bos_token_id", "eos_token_id", "pad_token_id"):
             value = getattr(self, name)
+            if not isinstance(value, int) or isinstance(value, bool):
+                raise ConfigError(f"{name} must be an integer token id, got {value!r}")
             if not 0 <= value < self.vocab_size:
                 raise ConfigError(f"{name}={value} is outside the vocabulary (size {self.vocab_size})")
 
@@ -100,6 +108,14 @@ class ModelConfig:
             raise ConfigError(f"rope_parameters={rope_params!r} is not supported (plain RoPE only)")
         fields = {f.name for f in dataclasses.fields(cls)}
         kwargs = {k: v for k, v in data.items() if k in fields}
+        # A key missing from (or null in) config.json means what it means to transformers' LlamaConfig,
+        # not this dataclass's student defaults: untied head, multi-head attention, eps 1e-6. Otherwise a
+        # hand-written config without tie_word_embeddings would silently tie (and drop) a trained lm_head.
+        for key, default in _HF_LLAMA_DEFAULTS.items():
+            if kwargs.get(key) is None:
+                kwargs[key] = default
+        if kwargs.get("num_key_value_heads") is None and "num_attention_heads" in kwargs:
+            kwargs["num_key_value_heads"] = kwargs["num_attention_heads"]
         if "rope_theta" not in kwargs and rope_params and "rope_theta" in rope_params:
             kwargs["rope_theta"] = rope_params["rope_theta"]
         for key in ("bos_token_id", "eos_token_id", "pad_token_id"):

@@ -8,6 +8,7 @@ trains on garbage without any error.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
 
@@ -22,14 +23,41 @@ class VocabularyMismatchError(ValueError):
     """Teacher and student do not share a vocabulary."""
 
 
+@dataclass
+class TeacherTargets:
+    """Teacher next-token targets for a batch: dense logits, or sparse top-k log-probs.
+
+    logits: (B, T, V) float; or topk_ids (B, T, K) int64 with topk_logprobs (B, T, K) float
+    (temperature-1 log-probabilities; the missing mass is the tail bucket of the sparse KD loss).
+    """
+
+    logits: Tensor | None = None
+    topk_ids: Tensor | None = None
+    topk_logprobs: Tensor | None = None
+
+    def __post_init__(self) -> None:
+        dense = self.logits is not None
+        sparse = self.topk_ids is not None and self.topk_logprobs is not None
+        if dense == sparse:
+            raise ValueError("TeacherTargets needs either logits or (topk_ids, topk_logprobs)")
+
+    @property
+    def is_sparse(self) -> bool:
+        return self.logits is None
+
+
 class Teacher(Protocol):
-    """Anything that scores token sequences with next-token logits."""
+    """Anything that gives next-token targets for token sequences (see :class:`TeacherTargets`)."""
 
     tokenizer: DistilleryTokenizer
     vocab_size: int
 
+    def targets(self, input_ids: Tensor, attention_mask: Tensor | None = None) -> TeacherTargets:
+        """(B, T) ids -> targets at every position (no gradient)."""
+        ...
+
     def logits(self, input_ids: Tensor, attention_mask: Tensor | None = None) -> Tensor:
-        """(B, T) ids -> (B, T, V) next-token logits (no gradient)."""
+        """(B, T) ids -> (B, T, V) next-token logits; sparse sources raise NotImplementedError."""
         ...
 
 
@@ -52,6 +80,10 @@ class CheckpointTeacher:
     def logits(self, input_ids: Tensor, attention_mask: Tensor | None = None) -> Tensor:
         """(B, T) -> (B, T, V) float32 logits."""
         return self.model(input_ids, attention_mask=attention_mask).float()
+
+    def targets(self, input_ids: Tensor, attention_mask: Tensor | None = None) -> TeacherTargets:
+        """Dense targets: the full logits."""
+        return TeacherTargets(logits=self.logits(input_ids, attention_mask))
 
     @torch.no_grad()
     def final_hidden(self, input_ids: Tensor, attention_mask: Tensor | None = None) -> Tensor:

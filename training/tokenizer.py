@@ -159,12 +159,16 @@ class DistilleryTokenizer:
         return self._tok.decode(list(ids), skip_special_tokens=skip_special_tokens)
 
     def fingerprint(self) -> str:
-        """sha256 of the vocabulary, merges and special tokens: equal fingerprints mean equal ids."""
+        """sha256 of the vocabulary, merges, added/special tokens and pre-tokenization: equal fingerprints
+        mean equal ids."""
         state = json.loads(self._tok.to_str())
         model = state.get("model", {})
+        # added tokens (ids, and how they match: lstrip/rstrip/normalized/...) change ids without touching
+        # the BPE vocabulary, so they are part of the fingerprint
+        added = sorted((state.get("added_tokens") or []), key=lambda t: t.get("id", -1))
         payload = json.dumps(
             {"vocab": model.get("vocab"), "merges": model.get("merges"), "specials": list(SPECIAL_TOKENS),
-             "pre": state.get("pre_tokenizer"), "norm": state.get("normalizer")},
+             "added": added, "pre": state.get("pre_tokenizer"), "norm": state.get("normalizer")},
             sort_keys=True,
         )
         return hashlib.sha256(payload.encode()).hexdigest()

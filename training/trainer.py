@@ -26,7 +26,7 @@ from training.checkpoint import latest_valid_checkpoint, load_checkpoint, save_c
 from training.data_adapter import TrainStream, load_eval_examples, val_batches
 from training.evaluation import evaluate_loss, evaluate_task
 from training.kd_config import KDConfig
-from training.losses import cross_entropy, kd_divergence
+from training.losses import cross_entropy, kd_divergence, sparse_topk_kl
 from training.model import Student
 from training.model_config import ModelConfig
 from training.schedule import warmup_cosine
@@ -51,7 +51,7 @@ class TrainResult:
     """What a run produced: final step, why it stopped, last evaluation, paths."""
 
     step: int
-    status: str  # "completed" | "interrupted" | "stopped_early"
+    status: str  # "completed" | "interrupted" | "stopped_early" | "stopped"
     metrics: dict[str, float] = field(default_factory=dict)
     best_metric: float | None = None
     student_dir: Path | None = None
@@ -133,18 +133,45 @@ class _InterruptFlag:
             signal.signal(sig, handler)
 
 
+class TrainerHook:
+    """Called by :class:`KDTrainer` around every optimizer step (subclass and override what you need).
+
+    ``on_step_end`` runs after each completed optimizer step and may call ``trainer.request_stop()``;
+    it may also block (e.g. while a run is paused): the loop waits for it.
+    """
+
+    def on_train_start(self, trainer: KDTrainer) -> None:
+        """Once, after resume and before the first step."""
+
+    def on_step_end(self, trainer: KDTrainer, terms: dict[str, float]) -> None:
+        """After every optimizer step; ``terms`` holds loss terms, lr, grad_norm, tokens."""
+
+    def on_eval(self, trainer: KDTrainer, metrics: dict[str, float]) -> None:
+        """After every evaluation."""
+
+    def on_checkpoint(self, trainer: KDTrainer, path: Path) -> None:
+        """After every checkpoint write."""
+
+    def on_train_end(self, trainer: KDTrainer, result: TrainResult) -> None:
+        """Once, when the loop ends (completed, interrupted or stopped)."""
+
+
 class KDTrainer:
     """Distills ``cfg.teacher`` into a student, or trains it from scratch when there is no teacher."""
 
-    def __init__(self, cfg: KDConfig, *, stop_after_steps: int | None = None) -> None:
+    def __init__(self, cfg: KDConfig, *, stop_after_steps: int | None = None,
+                 hooks: list[TrainerHook] | None = None, teacher: Any | None = None) -> None:
         self.cfg = cfg
         self.stop_after_steps = stop_after_steps
+        self.hooks = list(hooks or [])
+        self._stop_requested: str | None = None
         self.out = Path(cfg.out_dir)
         if cfg.num_threads:
             torch.set_num_threads(cfg.num_threads)
         torch.manual_seed(cfg.seed)
         self.tokenizer = DistilleryTokenizer.load(cfg.tokenizer)
-        self.teacher = CheckpointTeacher(cfg.teacher.path) if cfg.teacher else None
+        self.teacher = teacher if teacher is not None else (CheckpointTeacher(cfg.teacher.path) if cfg.teacher
+                                                             else None)
         self.student = self._build_student()
         if self.teacher is not None:
             ensure_same_vocabulary(self.teacher, self.tokenizer, self.student.config.vocab_size)
@@ -155,6 +182,14 @@ class KDTrainer:
         self.best: float | None = None
         self.last_metrics: dict[str, float] = {}
         self.run_id = uuid.uuid4().hex[:12]
+        self.last_checkpoint: Path | None = None
+        self.last_terms: dict[str, float] = {}
+        self.started_at = time.perf_counter()
+        self.tokens_seen = 0.0
+
+    def request_stop(self, reason: str = "stop requested") -> None:
+        """Ask the loop to checkpoint and return after the current optimizer step."""
+        self._stop_requested = reason
 
     def _build_student(self) -> Student:
         if self.cfg.init_from:
@@ -205,14 +240,20 @@ class KDTrainer:
         terms["ce"] = float(ce.detach())
         if self.teacher is not None and cfg.kd_weight > 0:
             with autocast:
-                t_logits = self.teacher.logits(ids, mask)
-            extra: dict[str, float] = {}
-            if self.cfg.loss.divergence == "jsd":
-                extra["beta"] = cfg.jsd_beta
-            elif self.cfg.loss.divergence.startswith("skew"):
-                extra["alpha"] = cfg.skew_alpha
-            kd = kd_divergence(cfg.divergence, logits, t_logits.float(), mask=target,
-                               temperature=cfg.temperature, normalizer=normalizer, **extra)
+                targets = self.teacher.targets(ids, mask)
+            if targets.is_sparse:
+                assert targets.topk_ids is not None and targets.topk_logprobs is not None
+                kd = sparse_topk_kl(logits, targets.topk_ids, targets.topk_logprobs.float(), mask=target,
+                                    temperature=cfg.temperature, normalizer=normalizer)
+            else:
+                assert targets.logits is not None
+                extra: dict[str, float] = {}
+                if self.cfg.loss.divergence == "jsd":
+                    extra["beta"] = cfg.jsd_beta
+                elif self.cfg.loss.divergence.startswith("skew"):
+                    extra["alpha"] = cfg.skew_alpha
+                kd = kd_divergence(cfg.divergence, logits, targets.logits.float(), mask=target,
+                                   temperature=cfg.temperature, normalizer=normalizer, **extra)
             total = total + cfg.kd_weight * kd
             terms["kd"] = float(kd.detach())
         terms["loss"] = float(total.detach())
@@ -265,8 +306,12 @@ class KDTrainer:
                 "last_metrics": self.last_metrics}
 
     def save_checkpoint(self) -> Path:
-        return save_checkpoint(self.out / "checkpoints", self.step, self.student, self.optimizer,
+        path = save_checkpoint(self.out / "checkpoints", self.step, self.student, self.optimizer,
                                self._trainer_state(), self.cfg.checkpoint.keep_last)
+        self.last_checkpoint = path
+        for hook in self.hooks:
+            hook.on_checkpoint(self, path)
+        return path
 
     def maybe_resume(self) -> Path | None:
         """Resume from ``cfg.resume`` ('auto': newest valid checkpoint in out_dir; or a path)."""
@@ -333,6 +378,10 @@ class KDTrainer:
             progress = tqdm(total=self.cfg.optim.max_steps, initial=self.step, desc="distill", unit="step",
                             dynamic_ncols=True)
         it = iter(self.stream)
+        self.started_at = started
+        self.tokens_seen = 0.0
+        for hook in self.hooks:
+            hook.on_train_start(self)
         try:
             with _InterruptFlag() as interrupt:
                 while self.step < self.cfg.optim.max_steps:
@@ -351,6 +400,8 @@ class KDTrainer:
                     nonfinite = 0
                     self.step += 1
                     tokens_seen += terms["tokens"]
+                    self.tokens_seen = tokens_seen
+                    self.last_terms = terms
                     elapsed = time.perf_counter() - started
                     logger.log("train", self.step, tokens_per_second=tokens_seen / max(elapsed, 1e-9), **terms)
                     if progress is not None:
@@ -360,12 +411,21 @@ class KDTrainer:
                     if self.step % self.cfg.eval.every == 0 or done:
                         metrics = self.evaluate()
                         logger.log("eval", self.step, **metrics)
+                        for hook in self.hooks:
+                            hook.on_eval(self, metrics)
                         value = metrics.get(self.cfg.eval.best_metric, float("nan"))
                         if self._is_better(value):
                             self.best = value
                             self.save_student(self.out / "best", metrics)
                     if self.step % self.cfg.checkpoint.every == 0 or done:
                         self.save_checkpoint()
+                    for hook in self.hooks:
+                        hook.on_step_end(self, terms)
+                    if self._stop_requested is not None and not done:
+                        self.save_checkpoint()
+                        status = "stopped"
+                        logger.log("stopped", self.step, reason=self._stop_requested)
+                        break
                     if interrupt.signal is not None:
                         self.save_checkpoint()
                         status = "interrupted"
@@ -386,4 +446,6 @@ class KDTrainer:
             result.student_dir = self.save_student(self.out / "student", self.last_metrics)
         logger.log("end", self.step, status=status, wall_seconds=wall)
         logger.close()
+        for hook in self.hooks:
+            hook.on_train_end(self, result)
         return result
