@@ -26,6 +26,8 @@ class TrainStream:
     batch handed out, so a resumed run sees exactly the batches an uninterrupted run would have."""
 
     def __init__(self, cfg: KDConfig, tokenizer: DistilleryTokenizer, rank: int = 0, world_size: int = 1) -> None:
+        """Under ``torchrun`` every rank streams the same *global* batches (``batch_size * world_size`` rows);
+        the trainer keeps rows ``rank::world_size`` (see :mod:`training.distributed`)."""
         data = cfg.data
         out = Path(cfg.out_dir)
         self.quarantine = QuarantineLog(out / ("quarantine.jsonl" if rank == 0 else f"quarantine.rank{rank}.jsonl"),
@@ -33,9 +35,10 @@ class TrainStream:
         self.length_report = length_report(data.train, tokenizer, data.max_length, self.quarantine)
         self.quarantine.check()
         check_lengths(self.length_report, data.max_truncated_share, data.truncate)
-        stream_cfg = StreamConfig(max_length=data.max_length, batch_size=data.batch_size, truncate=data.truncate,
+        stream_cfg = StreamConfig(max_length=data.max_length, batch_size=data.batch_size * world_size,
+                                  truncate=data.truncate,
                                   shuffle_buffer=data.shuffle_buffer, seed=cfg.seed, drop_last=True)
-        self.stream = ExampleStream(data.train, tokenizer, stream_cfg, rank=rank, world_size=world_size,
+        self.stream = ExampleStream(data.train, tokenizer, stream_cfg,
                                     quarantine=QuarantineLog(self.quarantine.path.with_suffix(".stream.jsonl"),
                                                              max_bad_fraction=data.max_bad_fraction))
 

@@ -221,6 +221,16 @@ class Student(nn.Module):
             elif isinstance(module, RMSNorm):
                 nn.init.ones_(module.weight)
 
+    def _apply(self, fn, recurse=True):  # type: ignore[no-untyped-def]
+        """``.to(dtype)`` / ``.half()`` / ``.bfloat16()`` cast floating buffers too; RoPE frequencies rounded to
+        16 bits put positions off by up to ~pos * 2^-9 radians, so they are recomputed in fp32 afterwards."""
+        super()._apply(fn, recurse)
+        if self.rope_inv_freq.dtype != torch.float32:
+            self.rope_inv_freq = rope_inverse_frequencies(self.config.head_dim, self.config.rope_theta).to(
+                self.rope_inv_freq.device
+            )
+        return self
+
     @property
     def device(self) -> torch.device:
         return self.model.embed_tokens.weight.device

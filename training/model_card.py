@@ -31,7 +31,7 @@ def render_model_card(config: ModelConfig, num_parameters: int, card: dict[str, 
         "---",
         f"# {name}",
         "",
-        card.get("description", "A Llama-architecture causal LM produced by Distillery."),
+        str(card.get("description", "A Llama-architecture causal LM produced by Distillery.")),
         "",
         "## Architecture",
         "",
@@ -55,10 +55,10 @@ def render_model_card(config: ModelConfig, num_parameters: int, card: dict[str, 
         lines.append("")
     limits = card.get("limits")
     lines += ["## Limits", ""]
-    if isinstance(limits, list):
+    if isinstance(limits, list | tuple):
         lines += [f"- {item}" for item in limits]
-    else:
-        lines.append(limits or "Trained on a narrow task; not evaluated outside it.")
+    else:  # a non-string value (e.g. a dict) is formatted, not passed to str.join as is
+        lines.append(_format_value(limits) if limits else "Trained on a narrow task; not evaluated outside it.")
     lines.append("")
     others = {k: v for k, v in card.items()
               if k not in {"name", "description", "data", "teacher", "losses", "training", "limits"}}

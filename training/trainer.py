@@ -24,6 +24,15 @@ from torch import Tensor
 
 from training.checkpoint import latest_valid_checkpoint, load_checkpoint, save_checkpoint
 from training.data_adapter import TrainStream, load_eval_examples, val_batches
+from training.distributed import (
+    DistInfo,
+    all_reduce_gradients_,
+    all_reduce_sum_,
+    barrier,
+    global_sum,
+    init_distributed,
+    shard_batch,
+)
 from training.evaluation import evaluate_loss, evaluate_task
 from training.kd_config import KDConfig
 from training.losses import cross_entropy, kd_divergence, sparse_topk_kl
@@ -112,6 +121,16 @@ class JsonlLogger:
             self._tb.close()
 
 
+class _NullLogger:
+    """Logger of non-zero ranks: logging is rank-0 only."""
+
+    def log(self, event: str, step: int, **values: Any) -> None:
+        del event, step, values
+
+    def close(self) -> None:
+        return None
+
+
 class _InterruptFlag:
     """Turns SIGINT/SIGTERM into a flag checked after every optimizer step."""
 
@@ -163,6 +182,7 @@ class KDTrainer:
                  hooks: list[TrainerHook] | None = None, teacher: Any | None = None) -> None:
         self.cfg = cfg
         self.stop_after_steps = stop_after_steps
+        self.dist = DistInfo()
         self.hooks = list(hooks or [])
         self._stop_requested: str | None = None
         self.out = Path(cfg.out_dir)
@@ -176,7 +196,8 @@ class KDTrainer:
         if self.teacher is not None:
             ensure_same_vocabulary(self.teacher, self.tokenizer, self.student.config.vocab_size)
         self.optimizer = build_optimizer(self.student, cfg)
-        self.stream = TrainStream(cfg, self.tokenizer)
+        self.dist = init_distributed()
+        self.stream = TrainStream(cfg, self.tokenizer, self.dist.rank, self.dist.world_size)
         self.eval_examples = load_eval_examples(cfg)
         self.step = 0
         self.best: float | None = None
@@ -261,18 +282,33 @@ class KDTrainer:
 
     # ---- one optimizer step --------------------------------------------------------------------------
     def train_step(self, micro_batches: list[dict[str, Tensor]]) -> tuple[bool, dict[str, float]]:
-        """Accumulate gradients over micro-batches and update; returns (finite, logged terms)."""
-        total_tokens = float(sum(int(mb["num_target_tokens"]) for mb in micro_batches))
+        """Accumulate gradients over micro-batches and update; returns (finite, logged terms).
+
+        Every micro-batch loss is divided by the target-token count of the whole step (all micro-batches,
+        all ranks), and gradients are summed across ranks, so the update equals the single-process,
+        single-batch update on the same global batch.
+        """
+        micro_batches = [shard_batch(mb, self.dist) for mb in micro_batches]
+        local_tokens = float(sum(int(mb["num_target_tokens"]) for mb in micro_batches))
+        total_tokens = global_sum(local_tokens, self.dist)
         terms: dict[str, float] = {}
         finite = True
         for mb in micro_batches:
             loss, t = self.micro_batch_loss(mb, normalizer=max(total_tokens, 1.0))
             if not torch.isfinite(loss):
                 finite = False
-                break
-            loss.backward()
+            else:
+                loss.backward()
             for k, v in t.items():
                 terms[k] = terms.get(k, 0.0) + v
+        if self.dist.enabled:
+            params = [p for p in {id(p): p for p in self.student.parameters()}.values() if p.requires_grad]
+            all_reduce_gradients_(params, self.dist)
+            keys = sorted(terms)
+            summed = torch.tensor([terms[k] for k in keys] + [0.0 if finite else 1.0], dtype=torch.float64)
+            all_reduce_sum_([summed], self.dist)
+            terms = dict(zip(keys, summed[:-1].tolist(), strict=True))
+            finite = bool(summed[-1] == 0)
         if finite:
             grad_norm = torch.nn.utils.clip_grad_norm_(self.student.parameters(), self.cfg.optim.clip_grad_norm)
             finite = bool(torch.isfinite(grad_norm))
@@ -358,21 +394,47 @@ class KDTrainer:
     def _micro_batches(self, it: Iterator[dict[str, Tensor]]) -> list[dict[str, Tensor]]:
         return [next(it) for _ in range(self.cfg.optim.grad_accum)]
 
+    def _stop_reason(self, interrupt: _InterruptFlag, start_step: int, done: bool) -> str | None:
+        """Why the loop should stop after this step (agreed across ranks), or None."""
+        if done:
+            return None
+        flags = [self._stop_requested is not None, interrupt.signal is not None,
+                 self.stop_after_steps is not None and self.step - start_step >= self.stop_after_steps]
+        if self.dist.enabled:
+            t = torch.tensor([float(f) for f in flags], dtype=torch.float64)
+            all_reduce_sum_([t], self.dist)
+            flags = [bool(v > 0) for v in t.tolist()]
+        for flag, reason in zip(flags, ("stopped", "interrupted", "stopped_early"), strict=True):
+            if flag:
+                return reason
+        return None
+
+    def _checkpoint_all_ranks(self) -> None:
+        """Rank 0 writes the checkpoint (all ranks hold identical state); everyone waits for it."""
+        if self.dist.is_main:
+            self.save_checkpoint()
+        barrier(self.dist)
+
     def train(self) -> TrainResult:
-        """Run to ``optim.max_steps`` (or an interrupt) and write the student artifact."""
-        self.out.mkdir(parents=True, exist_ok=True)
+        """Run to ``optim.max_steps`` (or an interrupt) and write the student artifact (rank 0)."""
+        main = self.dist.is_main
+        if main:
+            self.out.mkdir(parents=True, exist_ok=True)
+        barrier(self.dist)
         resumed = self.maybe_resume()
-        logger = JsonlLogger(self.out / "logs" / "train.jsonl", self.run_id,
-                             self.out / "tensorboard" if self.cfg.tensorboard else None)
+        logger: JsonlLogger | _NullLogger = (
+            JsonlLogger(self.out / "logs" / "train.jsonl", self.run_id,
+                        self.out / "tensorboard" if self.cfg.tensorboard else None) if main else _NullLogger())
         logger.log("start", self.step, resumed_from=str(resumed) if resumed else None,
-                   params=self.student.num_parameters(), teacher=bool(self.teacher))
+                   params=self.student.num_parameters(), teacher=bool(self.teacher),
+                   world_size=self.dist.world_size)
         started = time.perf_counter()
         tokens_seen = 0.0
         nonfinite = 0
         status = "completed"
         start_step = self.step
         progress = None
-        if self.cfg.progress:
+        if self.cfg.progress and main:
             from tqdm import tqdm
 
             progress = tqdm(total=self.cfg.optim.max_steps, initial=self.step, desc="distill", unit="step",
@@ -391,10 +453,10 @@ class KDTrainer:
                         nonfinite += 1
                         logger.log("nonfinite_loss", self.step, consecutive=nonfinite)
                         if nonfinite >= self.cfg.max_nonfinite_steps:
-                            path = self.save_checkpoint()
+                            self._checkpoint_all_ranks()
                             raise TrainingDiverged(
                                 f"{nonfinite} consecutive non-finite losses at step {self.step}; last good "
-                                f"state saved in {path}. Lower optim.lr or check the data."
+                                f"state saved in {self.out / 'checkpoints'}. Lower optim.lr or check the data."
                             )
                         continue
                     nonfinite = 0
@@ -408,7 +470,7 @@ class KDTrainer:
                         progress.update(1)
                         progress.set_postfix(loss=f"{terms['loss']:.3f}", lr=f"{terms.get('lr', 0):.2e}")
                     done = self.step >= self.cfg.optim.max_steps
-                    if self.step % self.cfg.eval.every == 0 or done:
+                    if main and (self.step % self.cfg.eval.every == 0 or done):
                         metrics = self.evaluate()
                         logger.log("eval", self.step, **metrics)
                         for hook in self.hooks:
@@ -418,23 +480,14 @@ class KDTrainer:
                             self.best = value
                             self.save_student(self.out / "best", metrics)
                     if self.step % self.cfg.checkpoint.every == 0 or done:
-                        self.save_checkpoint()
+                        self._checkpoint_all_ranks()
                     for hook in self.hooks:
                         hook.on_step_end(self, terms)
-                    if self._stop_requested is not None and not done:
-                        self.save_checkpoint()
-                        status = "stopped"
-                        logger.log("stopped", self.step, reason=self._stop_requested)
-                        break
-                    if interrupt.signal is not None:
-                        self.save_checkpoint()
-                        status = "interrupted"
-                        logger.log("interrupted", self.step, signal=interrupt.signal)
-                        break
-                    if self.stop_after_steps is not None and self.step - start_step >= self.stop_after_steps \
-                            and not done:
-                        self.save_checkpoint()
-                        status = "stopped_early"
+                    reason = self._stop_reason(interrupt, start_step, done)
+                    if reason is not None:
+                        self._checkpoint_all_ranks()
+                        status = reason
+                        logger.log(reason, self.step, reason=self._stop_requested, signal=interrupt.signal)
                         break
         finally:
             if progress is not None:
@@ -442,8 +495,10 @@ class KDTrainer:
         wall = time.perf_counter() - started
         result = TrainResult(step=self.step, status=status, metrics=self.last_metrics, best_metric=self.best,
                              wall_seconds=wall, tokens_per_second=tokens_seen / max(wall, 1e-9))
-        if status == "completed":
+        if status == "completed" and main:
             result.student_dir = self.save_student(self.out / "student", self.last_metrics)
+        result.checkpoint = self.last_checkpoint
+        barrier(self.dist)
         logger.log("end", self.step, status=status, wall_seconds=wall)
         logger.close()
         for hook in self.hooks:

@@ -1,0 +1,100 @@
+"""Data-parallel training under ``torchrun`` (gloo on CPU, NCCL on GPU).
+
+Distillery shards the *global batch*: every rank builds the same sequence of global batches (same data
+order, same seed) and takes rows ``rank::world_size`` of each. A run with N processes and per-rank batch
+b therefore sees exactly the batches of a 1-process run with batch N*b, so loss trajectories match.
+Gradients are summed across ranks with one coalesced ``all_reduce`` per optimizer step, after all
+micro-batches (the data-parallel contract of DDP, without its forward wrapper, because the trainer calls
+``Student.run`` for hidden states and the chunked loss).
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+
+import torch
+import torch.distributed as dist
+from torch import Tensor
+
+
+@dataclass(frozen=True)
+class DistInfo:
+    """This process's place in the job."""
+
+    rank: int = 0
+    world_size: int = 1
+    local_rank: int = 0
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+    @property
+    def enabled(self) -> bool:
+        return self.world_size > 1
+
+
+def init_distributed() -> DistInfo:
+    """Join the process group when launched by ``torchrun`` (``WORLD_SIZE`` > 1); otherwise single process."""
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world <= 1:
+        return DistInfo()
+    rank = int(os.environ["RANK"])
+    local = int(os.environ.get("LOCAL_RANK", "0"))
+    if not dist.is_initialized():
+        backend = "nccl" if torch.cuda.is_available() else "gloo"
+        dist.init_process_group(backend=backend)
+    return DistInfo(rank=rank, world_size=world, local_rank=local)
+
+
+def shard_batch(batch: dict[str, Tensor], info: DistInfo) -> dict[str, Tensor]:
+    """Rows ``rank::world_size`` of a collated global batch; ``num_target_tokens`` recounted."""
+    if not info.enabled:
+        return batch
+    out = {k: (v[info.rank::info.world_size] if isinstance(v, Tensor) and v.dim() > 0 else v)
+           for k, v in batch.items()}
+    out["num_target_tokens"] = (out["labels"] != -100).sum()
+    return out
+
+
+def all_reduce_sum_(values: list[Tensor], info: DistInfo) -> None:
+    """In-place sum of tensors across ranks, coalesced into one flat buffer."""
+    if not info.enabled or not values:
+        return
+    flat = torch.cat([v.reshape(-1) for v in values])
+    dist.all_reduce(flat, op=dist.ReduceOp.SUM)
+    offset = 0
+    for v in values:
+        n = v.numel()
+        v.copy_(flat[offset:offset + n].view_as(v))
+        offset += n
+
+
+def all_reduce_gradients_(parameters: list[torch.nn.Parameter], info: DistInfo) -> None:
+    """Sum every parameter's gradient across ranks (missing gradients count as zeros)."""
+    if not info.enabled:
+        return
+    for p in parameters:
+        if p.grad is None:
+            p.grad = torch.zeros_like(p)
+    all_reduce_sum_([p.grad for p in parameters], info)  # type: ignore[misc]
+
+
+def global_sum(value: float, info: DistInfo) -> float:
+    """A Python float summed across ranks."""
+    if not info.enabled:
+        return value
+    t = torch.tensor([value], dtype=torch.float64)
+    dist.all_reduce(t, op=dist.ReduceOp.SUM)
+    return float(t.item())
+
+
+def barrier(info: DistInfo) -> None:
+    if info.enabled:
+        dist.barrier()
+
+
+def shutdown(info: DistInfo) -> None:
+    if info.enabled and dist.is_initialized():
+        dist.destroy_process_group()
