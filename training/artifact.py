@@ -80,7 +80,7 @@ def verify_manifest(directory: str | Path) -> dict[str, Any]:
     for rel, entry in files.items():
         if (not isinstance(entry, dict) or not isinstance(entry.get("sha256"), str)
                 or not isinstance(entry.get("size"), int) or isinstance(entry.get("size"), bool)):
-            raise ArtifactError(f"{manifest_path} is malformed: the entry for {rel!r} needs 'sha256' and 'size'")
+            raise ArtifactError(f"{manifest_path} is malformed: the entry for {rel!r} needs sha256 and size")
         rel_path = PurePosixPath(rel)
         if not rel or rel_path.is_absolute() or ".." in rel_path.parts:
             raise ArtifactError(f"{manifest_path} is malformed: {rel!r} is not a path inside the artifact")
@@ -258,11 +258,12 @@ def load_state_dict(directory: str | Path, *, verify: bool = True) -> tuple[Mode
     if covered is not None:
         # a manifest that does not list the files read below would "verify" nothing about them
         sharded = files != [directory / WEIGHTS_FILE]
-        needed = [directory / CONFIG_FILE, *files, *([directory / "model.safetensors.index.json"] if sharded else [])]
+        index = [directory / "model.safetensors.index.json"] if sharded else []
+        needed = [directory / CONFIG_FILE, *files, *index]
         for path in needed:
             rel = path.relative_to(directory).as_posix()
             if rel not in covered:
-                raise ArtifactError(f"{rel} is not listed in {directory / MANIFEST_FILE}: it cannot be verified")
+                raise ArtifactError(f"{rel} is not listed in {directory / MANIFEST_FILE}, so it is unverified")
     config = ModelConfig.load(directory / CONFIG_FILE)
     try:
         state = read_safetensors(files, dtype=torch.float32)

@@ -21,7 +21,9 @@ class SamplingConfig:
 
     def __post_init__(self) -> None:
         if not self.temperature > 0 or self.temperature == float("inf"):  # also refuses NaN and inf
-            raise ValueError(f"temperature must be finite and > 0, got {self.temperature} (use do_sample=False for greedy)")
+            raise ValueError(
+                f"temperature must be finite and > 0, got {self.temperature} (use do_sample=False for greedy)"
+            )
         if self.top_k < 0:
             raise ValueError(f"top_k must be >= 0 (0 disables it), got {self.top_k}")
         if not 0.0 < self.top_p <= 1.0:

@@ -29,8 +29,8 @@ class RMSNorm(nn.Module):
         self.eps = eps
 
     def forward(self, x: Tensor) -> Tensor:
-        """x: (..., H) -> (..., H); normalised in fp32, cast back to x's dtype, then scaled by ``weight`` (as in
-        Hugging Face, the result has x's dtype when weight does, e.g. a bf16 model)."""
+        """x: (..., H) -> (..., H); normalised in fp32, cast back to x's dtype, then scaled by ``weight``
+        (as in Hugging Face, the result has x's dtype when weight does, e.g. a bf16 model)."""
         dtype = x.dtype
         x32 = x.float()
         x32 = x32 * torch.rsqrt(x32.pow(2).mean(-1, keepdim=True) + self.eps)
@@ -222,8 +222,8 @@ class Student(nn.Module):
                 nn.init.ones_(module.weight)
 
     def _apply(self, fn, recurse=True):  # type: ignore[no-untyped-def]
-        """``.to(dtype)`` / ``.half()`` / ``.bfloat16()`` cast floating buffers too; RoPE frequencies rounded to
-        16 bits put positions off by up to ~pos * 2^-9 radians, so they are recomputed in fp32 afterwards."""
+        """``.to(dtype)`` / ``.half()`` / ``.bfloat16()`` cast floating buffers too. RoPE frequencies rounded
+        to 16 bits put positions off by up to ~pos * 2^-9 radians, so they are recomputed in fp32."""
         super()._apply(fn, recurse)
         if self.rope_inv_freq.dtype != torch.float32:
             self.rope_inv_freq = rope_inverse_frequencies(self.config.head_dim, self.config.rope_theta).to(

@@ -58,7 +58,8 @@ def render_model_card(config: ModelConfig, num_parameters: int, card: dict[str, 
     if isinstance(limits, list | tuple):
         lines += [f"- {item}" for item in limits]
     else:  # a non-string value (e.g. a dict) is formatted, not passed to str.join as is
-        lines.append(_format_value(limits) if limits else "Trained on a narrow task; not evaluated outside it.")
+        default = "Trained on a narrow task; not evaluated outside it."
+        lines.append(_format_value(limits) if limits else default)
     lines.append("")
     others = {k: v for k, v in card.items()
               if k not in {"name", "description", "data", "teacher", "losses", "training", "limits"}}

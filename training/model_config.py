@@ -114,8 +114,10 @@ class ModelConfig:
         for key, default in _HF_LLAMA_DEFAULTS.items():
             if kwargs.get(key) is None:
                 kwargs[key] = default
-        if kwargs.get("num_key_value_heads") is None and "num_attention_heads" in kwargs:
-            kwargs["num_key_value_heads"] = kwargs["num_attention_heads"]
+        if kwargs.get("num_key_value_heads") is None:
+            kwargs.pop("num_key_value_heads", None)
+            if "num_attention_heads" in kwargs:
+                kwargs["num_key_value_heads"] = kwargs["num_attention_heads"]
         if "rope_theta" not in kwargs and rope_params and "rope_theta" in rope_params:
             kwargs["rope_theta"] = rope_params["rope_theta"]
         for key in ("bos_token_id", "eos_token_id", "pad_token_id"):

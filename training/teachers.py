@@ -1,6 +1,8 @@
 """Teacher sources behind one interface: given token ids, produce the teacher's next-token targets.
 
-``CheckpointTeacher`` runs a Distillery artifact (or a Hugging Face Llama directory) in-process.
+``CheckpointTeacher`` runs a Distillery artifact (or a Hugging Face Llama directory) in-process; the other
+sources (local Hugging Face directory, OpenAI-compatible server, precomputed top-k cache) live in
+:mod:`training.teacher_sources`, and :func:`build_teacher` picks one from a config section.
 Every teacher declares its tokenizer; :func:`ensure_same_vocabulary` refuses a teacher whose tokenizer
 maps text to different ids than the student's, because token-level KD over mismatched vocabularies
 trains on garbage without any error.
@@ -10,13 +12,16 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 import torch
 from torch import Tensor
 
 from training.model import Student
 from training.tokenizer import DistilleryTokenizer, check_tokenizers_match
+
+if TYPE_CHECKING:
+    from training.kd_config import TeacherSection
 
 
 class VocabularyMismatchError(ValueError):
@@ -115,3 +120,28 @@ def ensure_same_vocabulary(teacher: Teacher, student_tokenizer: DistilleryTokeni
             f"teacher logits have {teacher.vocab_size} entries but the student's vocab_size is {student_vocab}; "
             "build the student with the teacher's vocab_size"
         )
+
+
+_DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+
+
+def build_teacher(section: TeacherSection) -> Teacher:
+    """The teacher a validated ``teacher`` config section names (``kind``: checkpoint, hf, http or cache)."""
+    if section.kind == "checkpoint":
+        assert section.path is not None
+        return CheckpointTeacher(section.path, dtype=_DTYPES[section.dtype])
+    if section.kind == "hf":
+        from training.teacher_sources.hf import HFTeacher
+
+        assert section.path is not None
+        return HFTeacher(section.path, dtype=_DTYPES[section.dtype])  # type: ignore[return-value]
+    if section.kind == "http":
+        from training.teacher_sources.http_teacher import HttpTeacher
+
+        return HttpTeacher.from_section(section)  # type: ignore[return-value]
+    if section.kind == "cache":
+        from training.teacher_sources.cache_teacher import CacheTeacher
+
+        assert section.path is not None
+        return CacheTeacher(section.path, temperature=section.temperature)  # type: ignore[return-value]
+    raise ValueError(f"unknown teacher kind {section.kind!r}")
