@@ -68,7 +68,12 @@ class DistilleryTokenizer:
                 f"{len(SPECIAL_TOKENS)} special tokens"
             )
         tok = Tokenizer(models.BPE())
-        tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=True)
+        # Digits are split one by one (as in Llama): numbers then tokenize consistently, which arithmetic
+        # needs ("23" and "18" become the same kind of token sequence instead of arbitrary merges).
+        tok.pre_tokenizer = pre_tokenizers.Sequence([
+            pre_tokenizers.Digits(individual_digits=True),
+            pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=True),
+        ])
         tok.decoder = decoders.ByteLevel()
         trainer = trainers.BpeTrainer(
             vocab_size=vocab_size,
