@@ -13,6 +13,7 @@ import json
 import sys
 
 from training.kd_config import ConfigFileError, load_config
+from training.run_hooks import add_run_control_args, hooks_from_args
 from training.trainer import KDTrainer, ResumeMismatchError, TrainingDiverged
 
 
@@ -26,6 +27,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("overrides", nargs="*", help="dotted key=value overrides, e.g. optim.lr=1e-3")
     parser.add_argument("--stop-after-steps", type=int, default=None,
                         help="checkpoint and exit after this many optimizer steps (resume later)")
+    add_run_control_args(parser)
     return parser
 
 
@@ -33,7 +35,8 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         cfg = load_config(args.config, args.overrides)
-        trainer = KDTrainer(cfg, stop_after_steps=args.stop_after_steps)
+        trainer = KDTrainer(cfg, stop_after_steps=args.stop_after_steps,
+                            hooks=hooks_from_args(args, cfg.out_dir))
         result = trainer.train()
     except (ConfigFileError, ResumeMismatchError) as exc:
         print(f"error: {exc}", file=sys.stderr)

@@ -14,7 +14,7 @@ import torch
 from torch import Tensor
 
 from training.generation import generate, left_pad
-from training.losses import cross_entropy, forward_kl
+from training.losses import cross_entropy, forward_kl, sparse_topk_kl
 from training.model import Student
 from training.tokenizer import DistilleryTokenizer
 
@@ -38,10 +38,16 @@ def evaluate_loss(
                 continue
             ce_sum += float(cross_entropy(logits, labels, normalizer=1.0))
             if teacher is not None:
-                t_logits = teacher.logits(ids, mask)
+                targets = teacher.targets(ids, mask)
                 target = labels != -100
-                kd_sum += float(forward_kl(logits, t_logits, mask=target, normalizer=1.0))
-                agree += float(((logits.argmax(-1) == t_logits.argmax(-1)) & target).sum())
+                if targets.is_sparse:
+                    kd_sum += float(sparse_topk_kl(logits, targets.topk_ids, targets.topk_logprobs.float(),
+                                                   mask=target, normalizer=1.0))
+                    teacher_top1 = targets.topk_ids[..., 0]
+                else:
+                    kd_sum += float(forward_kl(logits, targets.logits.float(), mask=target, normalizer=1.0))
+                    teacher_top1 = targets.logits.argmax(-1)
+                agree += float(((logits.argmax(-1) == teacher_top1) & target).sum())
             tokens += n
     finally:
         model.train(was_training)

@@ -61,8 +61,8 @@ _TEACHER_FIELDS: dict[str, frozenset[str]] = {
     "checkpoint": frozenset({"path", "dtype"}),
     "hf": frozenset({"path", "dtype"}),
     "http": frozenset({"url", "model", "tokenizer", "top_k", "token_format", "text_endpoint", "api_key_env",
-                       "timeout_s", "max_retries", "backoff_s", "backoff_max_s", "concurrency", "response_cache",
-                       "vocab_size"}),
+                       "timeout_s", "max_retries", "backoff_s", "backoff_max_s", "concurrency",
+                       "response_cache", "vocab_size"}),
     "cache": frozenset({"path", "temperature"}),
 }
 _TEACHER_REQUIRED: dict[str, tuple[str, ...]] = {
@@ -74,7 +74,7 @@ class TeacherSection(_Strict):
     """Where teacher targets come from, chosen by ``kind`` (see :func:`training.teachers.build_teacher`).
 
     * ``checkpoint``: a Distillery artifact (or HF Llama directory) run in-process: ``path``.
-    * ``hf``: a local Hugging Face causal-LM directory (``AutoModelForCausalLM``, loaded from disk only): ``path``.
+    * ``hf``: a local Hugging Face causal-LM directory (``AutoModelForCausalLM``, from disk only): ``path``.
     * ``http``: an OpenAI-compatible server (``url`` such as ``http://127.0.0.1:8000/v1``, ``model``, and
       ``tokenizer``, the directory of the served model's tokenizer); sparse top-``top_k`` targets.
     * ``cache``: a precomputed top-k cache (``python -m training.teacher_cache``): ``path``.
@@ -92,7 +92,7 @@ class TeacherSection(_Strict):
     top_k: int = Field(20, ge=1, description="http: top log-probs requested per position")
     token_format: Literal["token_id", "vocab", "text"] = Field(
         "token_id", description="http: how the server names tokens (token_id:N, vocabulary string, or text)")
-    text_endpoint: Literal["chat", "completions"] = Field("chat", description="http: endpoint for teacher text")
+    text_endpoint: Literal["chat", "completions"] = Field("chat", description="http: endpoint for text")
     api_key_env: str = Field("DISTILLERY_TEACHER_API_KEY", min_length=1,
                              description="http: environment variable holding the API key (never logged)")
     timeout_s: float = Field(60.0, gt=0, description="http: per-request socket timeout")
@@ -101,7 +101,7 @@ class TeacherSection(_Strict):
     backoff_max_s: float = Field(30.0, gt=0)
     concurrency: int = Field(4, ge=1, description="http: requests in flight at most")
     response_cache: str | None = Field(None, description="http: directory of cached responses (resumable)")
-    vocab_size: int | None = Field(None, gt=0, description="http: teacher vocab size (default: the tokenizer's)")
+    vocab_size: int | None = Field(None, gt=0, description="http: vocab size (default: the tokenizer's)")
     temperature: float = Field(1.0, gt=0, description="cache: the temperature the cache was built at")
 
     @model_validator(mode="after")

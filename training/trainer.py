@@ -22,6 +22,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from training.artifact import verify_manifest
 from training.checkpoint import latest_valid_checkpoint, load_checkpoint, save_checkpoint
 from training.data_adapter import TrainStream, load_eval_examples, val_batches
 from training.distributed import (
@@ -39,7 +40,7 @@ from training.losses import cross_entropy, kd_divergence, sparse_topk_kl
 from training.model import Student
 from training.model_config import ModelConfig
 from training.schedule import warmup_cosine
-from training.teachers import CheckpointTeacher, ensure_same_vocabulary
+from training.teachers import build_teacher, ensure_same_vocabulary
 from training.tokenizer import DistilleryTokenizer
 
 # Keys that must not change when a run resumes: a different value would silently train another model.
@@ -190,8 +191,10 @@ class KDTrainer:
             torch.set_num_threads(cfg.num_threads)
         torch.manual_seed(cfg.seed)
         self.tokenizer = DistilleryTokenizer.load(cfg.tokenizer)
-        self.teacher = teacher if teacher is not None else (CheckpointTeacher(cfg.teacher.path) if cfg.teacher
-                                                             else None)
+        self.teacher = teacher if teacher is not None else (build_teacher(cfg.teacher) if cfg.teacher else None)
+        if cfg.loss.chunked and self.teacher is not None and not hasattr(self.teacher, "final_hidden"):
+            raise ValueError(f"loss.chunked=true needs a teacher with hidden states (kind=checkpoint), not "
+                             f"kind={cfg.teacher.kind if cfg.teacher else None}")
         self.student = self._build_student()
         if self.teacher is not None:
             ensure_same_vocabulary(self.teacher, self.tokenizer, self.student.config.vocab_size)
@@ -357,14 +360,16 @@ class KDTrainer:
                 else Path(self.cfg.resume))
         if path is None:
             return None
-        state = load_checkpoint(path, self.student, self.optimizer)
+        verify_manifest(path)
+        saved = json.loads((path / "trainer_state.json").read_text())
         locked_now = _locked_values(self.cfg)
-        for key, old in state.get("locked", {}).items():
+        for key, old in saved.get("locked", {}).items():
             if locked_now.get(key) != old:
                 raise ResumeMismatchError(
                     f"cannot resume {path}: config key {key!r} changed from {old!r} to {locked_now.get(key)!r}; "
                     "use a new out_dir (or resume=never) to start a different run"
                 )
+        state = load_checkpoint(path, self.student, self.optimizer)
         self.step = int(state["step"])
         self.stream.load_state_dict(state["data"])
         self.best = state.get("best")
@@ -382,7 +387,7 @@ class KDTrainer:
     def save_student(self, directory: Path, metrics: dict[str, float]) -> Path:
         card = {
             "data": {"train": self.cfg.data.train, "val": self.cfg.data.val},
-            "teacher": self.cfg.teacher.path if self.cfg.teacher else "none (trained from scratch)",
+            "teacher": self.cfg.teacher.describe() if self.cfg.teacher else "none (trained from scratch)",
             "losses": self.cfg.loss.model_dump(mode="json") if self.teacher is not None else "cross-entropy only",
             "training": {"steps": self.step, "optimizer": self.cfg.optim.model_dump(mode="json"),
                          "seed": self.cfg.seed},
