@@ -250,8 +250,9 @@ class KDTrainer:
                 th, t_weight, kd_w = h.detach(), self.student.lm_head.weight.detach(), 0.0
             loss = chunked_kd_ce_loss(
                 h, self.student.lm_head.weight, th, t_weight, labels.reshape(-1), target.reshape(-1),
-                temperature=cfg.temperature, kd_weight=kd_w, ce_weight=cfg.ce_weight,
-                normalizer=normalizer, chunk_size=cfg.chunk_size,
+                temperature=cfg.temperature, kd_weight=kd_w,
+                ce_weight=cfg.ce_weight if self.teacher is not None else 1.0,
+                normalizer=normalizer, chunk_size=cfg.chunk_size, label_smoothing=cfg.label_smoothing,
             )
             terms["loss"] = float(loss.detach())
             return loss, terms
