@@ -13,7 +13,7 @@ STAMP := $(VENV)/.distillery-setup-stamp
 OUT ?= runs/toy
 PYTEST_ARGS ?=
 
-.PHONY: setup test test-unit test-integration distill teacher lint format readiness bench clean help
+.PHONY: setup test test-unit test-integration distill judge reasoning teacher lint format readiness bench clean help
 
 help:  ## list targets
 	@grep -E '^[a-z-]+:.*##' $(MAKEFILE_LIST) | sed 's/:.*##/\t/'
@@ -41,6 +41,12 @@ test-integration: setup  ## integration tests only
 
 distill: setup  ## bundled end-to-end pipeline: KD vs scratch, exports; OUT=dir (default runs/toy)
 	$(BIN)/python -m training.pipeline --config configs/toy.yaml --out $(OUT)
+
+judge: setup  ## train a judge on the bundled arithmetic task; OUT=dir (default runs/judge)
+	$(BIN)/python -m arbiter.judge_training.train --config configs/judge.yaml --out $(if $(filter runs/toy,$(OUT)),runs/judge,$(OUT))
+
+reasoning: setup  ## no-CoT / CoT / latent / process students and int8 QAT; OUT=dir (default runs/reasoning)
+	$(BIN)/python -m training.reasoning_pipeline --config configs/reasoning.yaml --out $(if $(filter runs/toy,$(OUT)),runs/reasoning,$(OUT))
 
 teacher: setup  ## retrain the bundled teacher (assets/teacher)
 	$(BIN)/python -m training.train_teacher --config configs/teacher.yaml --out assets/teacher

@@ -1,0 +1,193 @@
+"""The Core ML conversion pipeline: options, export + report, quantization checks and the CLI."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from pydantic import ValidationError
+
+from conversion import convert_coreml
+from conversion.convert_coreml import (
+    DEFAULT_PROMPTS,
+    CoreMLOptions,
+    SeqLens,
+    _length_inputs,
+    build_modules,
+    export_coreml,
+    int4_block_size,
+    quantized_reference,
+    resolve_cache_len,
+)
+from conversion.coreml_report import CoreMLReport, report_path
+from conversion.mil_executor import load_program
+from training.model import Student
+
+REPO = Path(__file__).resolve().parents[3]
+REPORT_KEYS = {"model", "target", "options", "size_bytes", "op_histogram", "lint", "checks", "errors", "passed",
+               "seconds"}
+CHECK_KEYS = {"ane_rewrite_max_abs_error", "prefill_rel_error", "decode_rel_error", "greedy_tokens_identical",
+              "prompts_checked"}
+
+
+@pytest.fixture(scope="module")
+def exported(tiny_artifact: Path, tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, CoreMLReport]:
+    """Default options (ANE, fp16, stateful iOS18) with small shapes and a 4-chunk lm_head."""
+    out = tmp_path_factory.mktemp("export") / "student.mlpackage"
+    options = CoreMLOptions(seq_lens="8,32", cache_len=32, lm_head_chunk=100, max_new_tokens=4,
+                            prompts=DEFAULT_PROMPTS[:2])
+    return out, export_coreml(tiny_artifact, out, options)
+
+
+@pytest.fixture(scope="module")
+def quantized(tiny_artifact: Path, tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, CoreMLReport]:
+    out = tmp_path_factory.mktemp("int4") / "student.mlpackage"
+    options = CoreMLOptions(seq_lens="16", stateful=False, quantize="int4", max_new_tokens=3,
+                            prompts=DEFAULT_PROMPTS[:1])
+    return out, export_coreml(tiny_artifact, out, options)
+
+
+def test_export_passes_and_writes_the_report(exported: tuple[Path, CoreMLReport]) -> None:
+    out, report = exported
+    assert report.passed, report.errors
+    assert out.is_dir() and report.functions == ["prefill", "decode"]
+    written = json.loads(report_path(out).read_text())
+    assert report_path(out).name == "student.report.json"
+    assert set(written) >= REPORT_KEYS and set(written["checks"]) >= CHECK_KEYS
+    assert {"errors", "warnings", "findings"} <= set(written["lint"])
+    assert written["lint"]["errors"] == 0
+    checks = written["checks"]
+    assert checks["ane_rewrite_max_abs_error"] < 1e-4
+    assert 0 < checks["prefill_rel_error"] <= 3e-3 and 0 < checks["decode_rel_error"] <= 3e-3
+    assert checks["greedy_tokens_identical"] is True and checks["prompts_checked"] == 2
+    assert set(written["op_histogram"]) == {"prefill", "decode"}
+    assert written["size_bytes"] > 0 and written["seconds"] > 0
+    assert {"convert", "save", "lint", "verify"} <= set(written["timings"])
+
+
+def test_int4_export_checks_against_dequantized_weights(quantized: tuple[Path, CoreMLReport]) -> None:
+    _, report = quantized
+    assert report.passed, report.errors
+    q = report.checks.quantization
+    assert q is not None and q["mode"] == "int4" and q["compressed_weights"] >= 6
+    assert q["weight_rel_error"] <= q["weight_bound"]
+    assert "dequantized" in report.checks.reference
+    assert report.checks.prefill_rel_error is not None and report.checks.prefill_rel_error <= 3e-3
+    assert report.checks.decode_rel_error is None  # no stateful function
+
+
+def test_a_dequantized_weight_outside_its_step_is_refused(quantized: tuple[Path, CoreMLReport],
+                                                          tiny_student: Student) -> None:
+    out, report = quantized
+    program = load_program(out)
+    op = next(op for op in program.functions["main"].operations if op.op_type.startswith("constexpr_"))
+    scale = op.inputs["scale"]
+    scale._sym_val.val = (scale.val * 3).astype(scale.val.dtype)
+    options = CoreMLOptions(**report.options)
+    prefill, _ = build_modules(tiny_student, options, 128)
+    with pytest.raises(RuntimeError, match="int4 bound"):
+        quantized_reference(prefill, program, ["main"], "int4", "fp16")
+
+
+def test_options_are_validated() -> None:
+    assert CoreMLOptions().stateful is True
+    assert CoreMLOptions(target="iOS17").stateful is False
+    with pytest.raises(ValidationError, match="iOS18"):
+        CoreMLOptions(target="iOS17", stateful=True)
+    with pytest.raises(ValidationError, match="int4"):
+        CoreMLOptions(target="iOS17", quantize="int4")
+    with pytest.raises(ValidationError, match="multiple of 32"):
+        CoreMLOptions(cache_len=100)
+    with pytest.raises(ValidationError):
+        CoreMLOptions(lm_head_chunk=20000)
+    with pytest.raises(ValidationError):
+        CoreMLOptions(seq_lens="0:8")
+
+
+def test_seq_lens_and_cache_resolution(tiny_student: Student) -> None:
+    assert SeqLens.parse("32, 16,64") == SeqLens(16, 64, (16, 32, 64))
+    assert SeqLens.parse("1:128") == SeqLens(1, 128, None)
+    assert SeqLens.parse("16,32").with_one().enumerated == (1, 16, 32)
+    with pytest.raises(ValueError):
+        SeqLens.parse("x")
+    assert resolve_cache_len(CoreMLOptions(), tiny_student.config) == 128
+    with pytest.raises(ValueError, match="max_position_embeddings"):
+        resolve_cache_len(CoreMLOptions(seq_lens="256"), tiny_student.config)
+    with pytest.raises(ValueError, match="cache length"):
+        resolve_cache_len(CoreMLOptions(seq_lens="64", cache_len=32), tiny_student.config)
+    assert [int4_block_size((8, n)) for n in (64, 688, 40, 6)] == [32, 16, 8, 1]
+
+
+def test_flexible_shapes_per_target() -> None:
+    import coremltools as ct
+
+    ranged = _length_inputs(SeqLens.parse("1:64"), 32, np.float16, "iOS18")
+    ids, mask = (t.shape for t in ranged)
+    assert isinstance(ids.shape[1], ct.RangeDim) and ids.shape[1].upper_bound == 64
+    assert mask.shape[1] == 32 and isinstance(mask.shape[3], ct.RangeDim)
+    enumerated = _length_inputs(SeqLens.parse("8,16"), None, np.float16, "iOS18")
+    assert all(isinstance(t.shape, ct.EnumeratedShapes) for t in enumerated)
+    ios17 = _length_inputs(SeqLens.parse("8,16"), None, np.float16, "iOS17")
+    assert isinstance(ios17[0].shape, ct.EnumeratedShapes)  # one enumerated input below iOS18
+    assert not isinstance(ios17[1].shape, ct.EnumeratedShapes)
+    fixed = _length_inputs(SeqLens.parse("16"), None, np.float16, "iOS18")
+    assert [tuple(t.shape.shape) for t in fixed] == [(1, 16), (1, 16, 1, 16)]
+
+
+def test_failed_checks_exit_nonzero(tiny_artifact: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                    capsys: pytest.CaptureFixture[str]) -> None:
+    monkeypatch.setattr(convert_coreml, "FP16_TOLERANCE", 1e-9)
+    prompts = tmp_path / "prompts.txt"
+    prompts.write_text("Will it rain today?\n")
+    out = tmp_path / "strict.mlpackage"
+    threads = torch.get_num_threads()  # main() sets the process's torch threads
+    try:
+        code = convert_coreml.main([str(tiny_artifact), "--out", str(out), "--target", "iOS17", "--seq-lens",
+                                    "16", "--max-new-tokens", "2", "--prompts", str(prompts)])
+    finally:
+        torch.set_num_threads(threads)
+    assert code == 1
+    report = json.loads(report_path(out).read_text())
+    assert report["passed"] is False
+    assert any(e.startswith("prefill_rel_error") for e in report["errors"])
+    assert "FAILED" in capsys.readouterr().out
+
+
+def test_cli_subprocess_writes_the_report(tiny_artifact: Path, tmp_path: Path) -> None:
+    prompts = tmp_path / "prompts.txt"
+    prompts.write_text("Set a timer for\n\nThe quick brown fox\n")
+    out = tmp_path / "cli.mlpackage"
+    proc = subprocess.run(
+        [sys.executable, "-m", "conversion.convert_coreml", str(tiny_artifact), "--out", str(out),
+         "--target", "iOS17", "--seq-lens", "32", "--max-new-tokens", "2", "--prompts", str(prompts)],
+        cwd=REPO, capture_output=True, text=True, timeout=300,
+    )
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "PASSED" in proc.stdout and "report:" in proc.stdout
+    report = json.loads((tmp_path / "cli.report.json").read_text())
+    assert set(report) >= REPORT_KEYS and set(report["checks"]) >= CHECK_KEYS
+    assert report["passed"] and report["checks"]["prompts_checked"] == 2
+    assert report["target"] == "iOS17" and report["options"]["stateful"] is False
+    assert report["checks"]["decode_rel_error"] is None
+    assert np.isfinite(report["checks"]["prefill_rel_error"])
+
+
+def test_cli_rejects_bad_options_and_lists_them(tiny_artifact: Path, tmp_path: Path,
+                                                capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as bad:
+        convert_coreml.main([str(tiny_artifact), "--out", str(tmp_path / "x.mlpackage"), "--target", "iOS17",
+                             "--stateful"])
+    assert bad.value.code == 2 and "iOS18" in capsys.readouterr().err
+    assert not (tmp_path / "x.mlpackage").exists()
+    with pytest.raises(SystemExit) as shown:
+        convert_coreml.main(["--help"])
+    assert shown.value.code == 0
+    help_text = capsys.readouterr().out
+    for flag in ("--target", "--seq-lens", "--stateful", "--no-stateful", "--quantize", "--ane", "--no-ane",
+                 "--max-new-tokens", "--prompts"):
+        assert flag in help_text
