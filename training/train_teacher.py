@@ -73,6 +73,9 @@ def train_teacher(recipe: TeacherRecipe, out: Path, work: Path) -> dict[str, Any
         "name": "distillery-toy-teacher",
         "description": "The bundled toy teacher: trained from scratch on Distillery's generated tasks "
                        f"({', '.join(sorted(recipe.train_examples))}). Reproduce with `make teacher`.",
+        "data": {"train_examples": recipe.train_examples, "val_examples": recipe.val_examples,
+                 "generator_seed": recipe.seed,
+                 "held_out_rule": "prompts with sha256(prompt) mod 10 == 0 are never trained on"},
         "limits": ["Knows only the bundled toy tasks; held-out prompts (sha256 mod 10 == 0) were never "
                    "trained on.", "Accuracy in metrics.json is greedy decoding on held-out arithmetic prompts."],
         **cfg_dict["card"],
