@@ -1,0 +1,103 @@
+"""`make reasoning` end to end on a tiny config: every student trained and scored, int8 with and without QAT,
+report.json / report.md written; the teacher is used only when its manifest exists."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import torch
+import yaml
+from kd_helpers import make_tiny_setup
+
+from training.latent_model import load_latent_student
+from training.quant_qat_int8 import dequantize, load_int8
+from training.reasoning_pipeline import STUDENTS, load_reasoning_config, main, resolve_teacher
+
+
+@pytest.fixture(autouse=True)
+def _one_thread() -> Iterator[None]:
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(previous)
+
+
+def tiny_config(teacher: str | None) -> dict:
+    return {
+        "teacher": teacher,
+        "num_threads": 1,
+        "data": {"train": 96, "val": 8, "test": 12, "max_length": 80},
+        "student": {"hidden_size": 32, "intermediate_size": 64, "num_hidden_layers": 1, "num_attention_heads": 4,
+                    "num_key_value_heads": 2, "max_position_embeddings": 96},
+        "train": {"batch_size": 8, "warmup_steps": 1, "cot_steps": 8, "no_cot_steps": 4, "process_steps": 4},
+        "latent": {"steps_per_stage": 2, "batch_size": 8, "log_every": 1000},
+        "qat": {"start_fraction": 0.5},
+        "eval": {"max_new_tokens": 16, "batch_size": 12},
+    }
+
+
+def test_pipeline_writes_the_report(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    setup = make_tiny_setup(tmp_path / "setup", teacher=True)
+    config = tmp_path / "reasoning.yaml"
+    config.write_text(yaml.safe_dump(tiny_config(str(setup["teacher"]))))
+    out = tmp_path / "out"
+    assert main(["--config", str(config), "--out", str(out)]) == 0
+    report = json.loads((out / "report.json").read_text())
+    assert report["teacher"] == str(setup["teacher"]) and report["teacher_note"].startswith("KD from")
+    for name in STUDENTS:
+        entry = report["students"][name]
+        for key in ("accuracy", "step_accuracy", "mean_generated_tokens"):
+            assert key in entry
+        assert 0.0 <= entry["accuracy"] <= 1.0 and entry["mean_generated_tokens"] > 0
+    assert report["students"]["no_cot"]["step_accuracy"] is None
+    assert report["students"]["latent"]["mean_latent_positions"] == 3.0
+    assert report["students"]["latent"]["train"]["steps"] == 6
+    assert report["students"]["cot"]["train"]["loss"] == "KD + CE"
+    for name in ("plain", "qat"):
+        assert 0.0 <= report["int8"][name]["accuracy"] <= 1.0
+        state = load_int8(report["int8"][name]["export"])
+        assert state["model.layers.0.mlp.down_proj.weight"].dtype == torch.int8
+        assert dequantize(state)["model.layers.0.mlp.down_proj.weight"].dtype == torch.float32
+    qat = report["int8"]["qat"]
+    assert qat["train"]["qat_start_step"] == 4 and qat["train"]["qat_steps"] == 4
+    assert qat["roundtrip_max_abs_logit_diff"] < 1e-4
+    assert isinstance(report["comparisons"]["latent_fewer_tokens_than_cot"], bool)
+    table = (out / "report.md").read_text()
+    assert "| latent |" in table and "| qat |" in table
+    assert table.strip() in capsys.readouterr().out
+    latent = load_latent_student(report["students"]["latent"]["train"]["student_dir"])
+    assert latent.spec.num_latents == 3 and latent.spec.feedback == "post_norm"
+    # a rerun into the same directory starts its trainers fresh (no stale checkpoint is resumed)
+    assert main(["--config", str(config), "--out", str(out)]) == 0
+    again = json.loads((out / "report.json").read_text())
+    assert again["int8"]["qat"]["train"]["qat_start_step"] == 4
+    assert again["students"]["cot"]["train"]["steps"] == 8
+    assert again["students"]["cot"]["accuracy"] == report["students"]["cot"]["accuracy"]
+
+
+def test_teacher_is_used_only_when_its_manifest_exists(tmp_path: Path) -> None:
+    assert resolve_teacher(None)[0] is None
+    teacher, note = resolve_teacher(str(tmp_path / "missing"))
+    assert teacher is None and "manifest.json not found" in note
+    (tmp_path / "t").mkdir()
+    (tmp_path / "t" / "manifest.json").write_text("{}")
+    assert resolve_teacher(str(tmp_path / "t"))[0] == str(tmp_path / "t")
+
+
+def test_config_errors_name_the_key(tmp_path: Path) -> None:
+    path = tmp_path / "bad.yaml"
+    path.write_text(yaml.safe_dump({"latent": {"steps_per_stage": 2, "stages": 3}}))
+    with pytest.raises(ValueError, match="latent.stages"):
+        load_reasoning_config(path)
+    assert main(["--config", str(path), "--out", str(tmp_path / "o")]) == 2
+    assert load_reasoning_config(Path(__file__).parents[2] / "configs" / "reasoning.yaml").latent.max_stage == 3
+
+
+def test_help(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as exc:
+        main(["--help"])
+    assert exc.value.code == 0
+    assert "--config" in capsys.readouterr().out

@@ -1,0 +1,247 @@
+"""Latent reasoning: hidden-state feedback, gradients through the latent chain, batched == per-example
+inference, the halt head, and the latent artifact."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import torch
+
+from training.latent_data import (
+    BOT_ID,
+    LATENT_ID,
+    LatentBatch,
+    collate_latent,
+    encode_latent_example,
+    latent_row,
+)
+from training.latent_model import (
+    HaltHead,
+    LatentSpec,
+    LatentStudent,
+    feed_latents,
+    generate_latent,
+    halt_loss,
+    halt_targets,
+    latent_forward,
+    load_latent_student,
+    run_prefix,
+    save_latent_student,
+)
+from training.model import RMSNorm, Student
+from training.model_config import ModelConfig
+from training.tasks.arithmetic import generate
+from training.tokenizer import DistilleryTokenizer
+
+EOS, PAD = 2, 0
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread() -> Iterator[None]:
+    """Tiny models run fastest on one thread (several threads contend on a loaded machine)."""
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(previous)
+
+
+@pytest.fixture(scope="module")
+def model(tiny_config: ModelConfig) -> Student:
+    torch.manual_seed(7)
+    return Student(tiny_config).eval()
+
+
+@pytest.fixture(scope="module")
+def examples(tiny_tokenizer: DistilleryTokenizer) -> list:
+    return [encode_latent_example(dict(e), tiny_tokenizer) for e in generate(6, 11)]
+
+
+def _batch(examples: list, stages: list[int], c: int = 2) -> LatentBatch:
+    return collate_latent([latent_row(e, s, c) for e, s in zip(examples, stages, strict=True)], PAD)
+
+
+def _full_inputs(model: Student, batch: LatentBatch, latent_inputs: list[torch.Tensor]) -> torch.Tensor:
+    embed = model.model.embed_tokens
+    b, h = batch.prefix_ids.shape[0], model.config.hidden_size
+    lat = torch.stack(latent_inputs, 1) if latent_inputs else torch.zeros(b, 0, h)
+    return torch.cat((embed(batch.prefix_ids), lat, embed(batch.suffix_ids)), dim=1)
+
+
+@pytest.mark.parametrize("feedback", ["post_norm", "pre_norm"])
+def test_latent_input_is_previous_positions_hidden_state(model: Student, examples: list, feedback: str) -> None:
+    """The multi-pass forward equals one full pass whose latent inputs are the previous positions' hidden
+    states (after the final norm for post_norm, the last layer's output for pre_norm)."""
+    batch = _batch(examples, [0, 1, 2, 3, 1, 3])
+    with torch.no_grad():
+        out = latent_forward(model, batch, feedback)  # type: ignore[arg-type]
+        full = model.run(inputs_embeds=_full_inputs(model, batch, out.latent_inputs),
+                         attention_mask=out.attention_mask, output_hidden_states=True)
+    p, width = batch.prefix_ids.shape[1], int(batch.latent_counts.max())
+    assert width == 6 and len(out.latent_inputs) == width
+    assert torch.allclose(full.logits[:, p + width:], out.logits, atol=1e-5)
+    source = full.last_hidden_state if feedback == "post_norm" else full.hidden_states[-1]
+    for j in range(width):
+        real = batch.latent_counts > j
+        assert torch.allclose(out.latent_inputs[j][real], source[real, p - 1 + j], atol=1e-5)
+    pre, post = full.hidden_states[-1][:, p - 1], full.last_hidden_state[:, p - 1]
+    assert not torch.allclose(pre, post)  # the two choices really differ
+
+
+def test_rows_with_holes_compute_what_they_compute_alone(model: Student, examples: list) -> None:
+    stages = [0, 1, 2, 3, 1, 3]
+    with torch.no_grad():
+        together = latent_forward(model, _batch(examples, stages))
+        for i, stage in enumerate(stages):
+            alone = latent_forward(model, _batch([examples[i]], [stage]))
+            n = alone.logits.shape[1]
+            assert torch.allclose(together.logits[i, :n], alone.logits[0], atol=1e-5)
+
+
+def test_changing_a_latent_hidden_state_changes_what_follows(model: Student, examples: list) -> None:
+    batch = _batch(examples[:3], [3, 3, 3], c=1)
+    with torch.no_grad():
+        hidden, cache, mask = run_prefix(model, batch.prefix_ids, batch.prefix_mask, "post_norm")
+        base, _, _, _ = feed_latents(model, hidden, cache, mask, batch.latent_counts, "post_norm")
+        bumped, _, _, _ = feed_latents(model, hidden + 0.5 * torch.randn_like(hidden), cache, mask,
+                                       batch.latent_counts, "post_norm")
+    assert torch.equal(base[0], hidden)
+    for j in range(1, 4):  # every later latent position sees the change
+        assert (base[j] - bumped[j]).abs().max() > 1e-3
+
+
+def test_no_token_embedding_is_used_at_latent_positions(tiny_config: ModelConfig, examples: list) -> None:
+    """With the <latent> embedding (and the unused pad row) set to NaN, outputs stay finite and unchanged."""
+    torch.manual_seed(3)
+    model = Student(tiny_config).eval()
+    prompts = [e.prompt_ids for e in examples]
+    before = generate_latent(model, prompts, num_latents=3, eos_id=EOS, pad_id=PAD, max_new_tokens=6)
+    with torch.no_grad():
+        model.model.embed_tokens.weight[LATENT_ID] = float("nan")
+        out = latent_forward(model, _batch(examples, [3, 2, 1, 3, 3, 2]))
+    after = generate_latent(model, prompts, num_latents=3, eos_id=EOS, pad_id=PAD, max_new_tokens=6)
+    assert torch.isfinite(out.logits).all() and torch.isfinite(out.decision_hidden).all()
+    assert torch.isfinite(after.logits).all()
+    assert after.tokens == before.tokens and torch.equal(after.logits, before.logits)
+
+
+def test_gradient_flows_through_the_latent_feedback(model: Student, examples: list) -> None:
+    batch = _batch(examples[:4], [2, 3, 1, 3], c=1)
+    out = latent_forward(model, batch)
+    loss = torch.nn.functional.cross_entropy(out.logits.reshape(-1, out.logits.shape[-1]), batch.labels.reshape(-1))
+    grads = torch.autograd.grad(loss, out.latent_inputs)
+    for grad in grads:
+        assert grad.abs().sum() > 0
+    detached = latent_forward(model, batch, detach_feedback=True)
+    assert all(not t.requires_grad for t in detached.latent_inputs)
+
+
+def test_backprop_through_the_chain_matches_finite_differences(tiny_config: ModelConfig, examples: list,
+                                                             monkeypatch: pytest.MonkeyPatch) -> None:
+    """d loss / d (final-norm weight) by autograd equals a central finite difference (float64). The final norm
+    acts on the logits and on every fed-back hidden state; cutting the chain (detach_feedback) loses the
+    latent part, and the gradient then disagrees with the finite difference."""
+    # RMSNorm normalises in float32 by design; for an exact float64 finite difference it must not.
+    monkeypatch.setattr(RMSNorm, "forward",
+                        lambda self, x: self.weight * x * torch.rsqrt(x.pow(2).mean(-1, keepdim=True) + self.eps))
+    torch.manual_seed(5)
+    model = Student(tiny_config).double().eval()
+    batch = _batch(examples[:3], [3, 2, 3], c=2)
+    weight = model.model.norm.weight
+    direction = torch.randn_like(weight)
+
+    def loss_fn(detach: bool = False) -> torch.Tensor:
+        out = latent_forward(model, batch, detach_feedback=detach)
+        return torch.nn.functional.cross_entropy(out.logits.reshape(-1, out.logits.shape[-1]),
+                                                 batch.labels.reshape(-1))
+
+    def directional(detach: bool) -> float:
+        (grad,) = torch.autograd.grad(loss_fn(detach), weight)
+        return float((grad * direction).sum())
+
+    eps = 1e-6
+    with torch.no_grad():
+        weight.add_(eps * direction)
+        up = float(loss_fn())
+        weight.sub_(2 * eps * direction)
+        down = float(loss_fn())
+        weight.add_(eps * direction)
+    fd = (up - down) / (2 * eps)
+    assert directional(False) == pytest.approx(fd, rel=1e-5, abs=1e-9)
+    assert abs(directional(True) - fd) > 1e-3 * abs(fd)
+
+
+def test_batched_latent_inference_equals_per_example(model: Student, examples: list) -> None:
+    prompts = [e.prompt_ids for e in examples]
+    assert len({len(p) for p in prompts}) > 1  # really different lengths
+    batched = generate_latent(model, prompts, num_latents=4, eos_id=EOS, pad_id=PAD, max_new_tokens=12)
+    for i, prompt in enumerate(prompts):
+        alone = generate_latent(model, [prompt], num_latents=4, eos_id=EOS, pad_id=PAD, max_new_tokens=12)
+        assert alone.tokens[0] == batched.tokens[i]
+        n = alone.logits.shape[1]
+        assert torch.allclose(alone.logits[0], batched.logits[i, :n], atol=1e-4)
+    assert batched.latent_counts == [4] * len(prompts)
+
+
+def test_batched_inference_with_halt_head_equals_per_example(model: Student, examples: list) -> None:
+    """A halt head stops rows at different latent counts (holes in the batch); each row still gets what it
+    gets alone."""
+    torch.manual_seed(2)
+    head = HaltHead(model.config.hidden_size, 16).eval()
+    prompts = [e.prompt_ids for e in examples]
+    with torch.no_grad():
+        ids = [torch.tensor([[*p, BOT_ID]]) for p in prompts]
+        first = torch.stack([torch.sigmoid(head(run_prefix(model, x, torch.ones_like(x), "post_norm")[0]))[0]
+                             for x in ids])
+    threshold = float(first.median())  # rows above it halt before any latent, the others go on
+    batched = generate_latent(model, prompts, num_latents=3, eos_id=EOS, pad_id=PAD, max_new_tokens=8,
+                              halt_head=head, halt_threshold=threshold)
+    assert len(set(batched.latent_counts)) > 1 and 0 in batched.latent_counts
+    for i, prompt in enumerate(prompts):
+        alone = generate_latent(model, [prompt], num_latents=3, eos_id=EOS, pad_id=PAD, max_new_tokens=8,
+                                halt_head=head, halt_threshold=threshold)
+        assert alone.latent_counts[0] == batched.latent_counts[i]
+        assert alone.tokens[0] == batched.tokens[i]
+        n = alone.logits.shape[1]
+        assert torch.allclose(alone.logits[0], batched.logits[i, :n], atol=1e-4)
+
+
+def test_generation_matches_the_teacher_forced_forward(model: Student, examples: list) -> None:
+    """Greedy decoding after the latents picks the argmax of the training forward on the same sequence."""
+    gen = generate_latent(model, [e.prompt_ids for e in examples[:3]], num_latents=2, eos_id=EOS, pad_id=PAD,
+                          max_new_tokens=5)
+    for i, e in enumerate(examples[:3]):
+        row = latent_row(e, 2, 1)
+        forced = type(row)(prefix=row.prefix, n_latents=2, suffix=[row.suffix[0], *gen.tokens[i]], stage=2)
+        with torch.no_grad():
+            out = latent_forward(model, collate_latent([forced], PAD))
+        n = len(gen.tokens[i])
+        assert out.logits[0, :n].argmax(-1).tolist() == gen.tokens[i]
+        assert torch.allclose(out.logits[0, :n], gen.logits[i, :n], atol=1e-4)
+
+
+def test_halt_targets_and_loss() -> None:
+    targets, valid = halt_targets(torch.tensor([0, 2]), 4)
+    assert targets.tolist() == [[1, 0, 0, 0], [0, 0, 1, 0]]
+    assert valid.tolist() == [[True, False, False, False], [True, True, True, False]]
+    logits = torch.tensor([[9.0, 0.0, 0.0, 0.0], [-9.0, -9.0, 9.0, 5.0]])
+    assert float(halt_loss(logits, torch.tensor([0, 2]))) < 1e-3
+    assert float(halt_loss(-logits, torch.tensor([0, 2]))) > 5
+    assert float(halt_loss(-logits, torch.tensor([0, 2]), rows=torch.tensor([False, False]))) == 0.0
+
+
+def test_latent_artifact_round_trip(tmp_path: Path, model: Student, tiny_tokenizer: DistilleryTokenizer) -> None:
+    torch.manual_seed(4)
+    head = HaltHead(model.config.hidden_size, 8).eval()
+    spec = LatentSpec(latents_per_step=1, max_stage=3, num_latents=3, adaptive=True, halt_threshold=0.4)
+    student = LatentStudent(model=model, spec=spec, halt_head=head)
+    directory = save_latent_student(student, tmp_path / "latent", tokenizer=tiny_tokenizer)
+    loaded = load_latent_student(directory)
+    assert loaded.spec == spec and loaded.halt_head is not None
+    prompts = ["Q: 2+3*4=?\n", "Q: 9-1-1=?\n"]
+    a = student.generate_text(tiny_tokenizer, prompts, max_new_tokens=6)
+    b = loaded.generate_text(tiny_tokenizer, prompts, max_new_tokens=6)
+    assert a == b
+    with pytest.raises(FileNotFoundError):
+        load_latent_student(tmp_path / "missing")

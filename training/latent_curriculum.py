@@ -1,0 +1,319 @@
+"""Latent-reasoning curriculum (Coconut, Hao et al. 2024): train a student to reason in hidden states.
+
+Stages. At stage ``s`` the first ``s`` reasoning steps of each example are replaced by ``s * c`` latent
+positions between ``<bot>`` and ``<eot>`` (``c = latents_per_step``); the remaining steps stay text (see
+:mod:`training.latent_data` for the token layout and :mod:`training.latent_model` for the multi-pass forward
+and the hidden-state choice). Training starts at ``first_stage`` (0 = full chain of thought between
+``<bot><eot>``; 1 when starting from a chain-of-thought student, as Coconut does after its CoT stage) and
+advances every ``steps_per_stage`` optimizer steps (or ``epochs_per_stage`` passes over the data) up to
+``max_stage``; :func:`stage_at` is the schedule. With ``reset_optimizer`` the AdamW state is rebuilt and the
+learning-rate warmup/cosine restarts at each stage (Coconut resets the optimizer per stage); without it one
+warmup/cosine spans the whole run. With ``mix_prob = p`` each row is, with probability ``p``, drawn at an
+earlier stage (uniform over ``0 .. s - 1``), which keeps the earlier regimes alive.
+
+Loss: cross-entropy on the suffix tokens after ``<eot>`` (remaining steps, answer, eos), averaged over the
+batch's target tokens; question, markers and latent slots are never targets. Gradients flow through the
+whole latent chain (:func:`training.latent_model.latent_forward`).
+
+Inference runs ``max_stage * c`` latent positions for every example and then decodes (batched,
+:func:`training.latent_model.generate_latent`). With ``halt.enabled`` the curriculum is *adaptive*: an
+example takes ``min(s, n_steps) * c`` latents, and a small halt head (an MLP on the detached fed-back hidden
+state, so it does not change the language model) learns at the final stage where to stop; inference then
+stops each row where the head says so (at most ``max_stage * c``).
+"""
+
+from __future__ import annotations
+
+import math
+import random
+import time
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+from torch import Tensor, nn
+
+from training.data import IGNORE_INDEX
+from training.latent_data import (
+    LatentBatch,
+    LatentExample,
+    collate_latent,
+    encode_latent_example,
+    latent_row,
+    sample_stages,
+)
+from training.latent_model import Feedback, HaltHead, LatentSpec, LatentStudent, halt_loss, latent_forward
+from training.model import Student
+from training.schedule import warmup_cosine
+from training.tasks.arithmetic import verify_steps
+from training.tasks.markup import parse_completion
+from training.tokenizer import DistilleryTokenizer
+
+__all__ = [
+    "HaltSection",
+    "LatentCurriculumConfig",
+    "LatentTrainResult",
+    "LatentTrainer",
+    "evaluate_latent",
+    "latent_loss",
+    "stage_at",
+    "step_metrics",
+    "total_steps",
+]
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class HaltSection(_Strict):
+    """The optional halt head (adaptive latent counts)."""
+
+    enabled: bool = False
+    weight: float = Field(1.0, ge=0, description="weight of the halt BCE in the loss")
+    width: int = Field(64, gt=0, description="hidden width of the halt MLP")
+    threshold: float = Field(0.5, gt=0, lt=1, description="stop when P(halt) > threshold")
+
+
+class LatentCurriculumConfig(_Strict):
+    """One latent-curriculum run."""
+
+    latents_per_step: int = Field(1, ge=1, description="c: latent positions per replaced step")
+    max_stage: int = Field(3, ge=1, description="last stage (>= the most steps an example has: all latent)")
+    first_stage: int = Field(1, ge=0, description="0 trains the full-CoT stage first")
+    steps_per_stage: int | None = Field(None, gt=0)
+    epochs_per_stage: float | None = Field(None, gt=0, description="alternative to steps_per_stage")
+    mix_prob: float = Field(0.0, ge=0, le=1, description="probability of drawing a row at an earlier stage")
+    reset_optimizer: bool = True
+    batch_size: int = Field(32, gt=0)
+    lr: float = Field(1e-3, gt=0)
+    min_lr_ratio: float = Field(1.0, ge=0, le=1, description="cosine floor (1.0 = constant after warmup)")
+    warmup_steps: int = Field(10, ge=0)
+    weight_decay: float = Field(0.01, ge=0)
+    betas: tuple[float, float] = (0.9, 0.95)
+    clip_grad_norm: float = Field(1.0, gt=0)
+    feedback: Feedback = "post_norm"
+    detach_feedback: bool = Field(False, description="truncate backprop at the fed-back hidden states")
+    halt: HaltSection = HaltSection()
+    seed: int = 0
+    log_every: int = Field(50, gt=0)
+
+    @model_validator(mode="after")
+    def _check(self) -> LatentCurriculumConfig:
+        if (self.steps_per_stage is None) == (self.epochs_per_stage is None):
+            raise ValueError("set exactly one of steps_per_stage and epochs_per_stage")
+        if self.first_stage > self.max_stage:
+            raise ValueError(f"first_stage ({self.first_stage}) > max_stage ({self.max_stage})")
+        return self
+
+    def stage_steps(self, n_examples: int) -> int:
+        """Optimizer steps per stage (``epochs_per_stage`` converted with the batch size)."""
+        if self.steps_per_stage is not None:
+            return self.steps_per_stage
+        assert self.epochs_per_stage is not None
+        return max(1, math.ceil(self.epochs_per_stage * n_examples / self.batch_size))
+
+    def spec(self) -> LatentSpec:
+        """The inference spec of a student trained with this config."""
+        return LatentSpec(latents_per_step=self.latents_per_step, max_stage=self.max_stage,
+                          num_latents=self.max_stage * self.latents_per_step, feedback=self.feedback,
+                          adaptive=self.halt.enabled, halt_threshold=self.halt.threshold)
+
+
+def stage_at(step: int, first_stage: int, max_stage: int, steps_per_stage: int) -> int:
+    """Stage of 0-based optimizer step ``step``: ``first_stage + step // steps_per_stage``, at most ``max_stage``."""
+    if step < 0 or steps_per_stage < 1:
+        raise ValueError(f"need step >= 0 and steps_per_stage >= 1, got {step}, {steps_per_stage}")
+    return min(max_stage, first_stage + step // steps_per_stage)
+
+
+def total_steps(first_stage: int, max_stage: int, steps_per_stage: int) -> int:
+    """Optimizer steps of a whole curriculum: one block of ``steps_per_stage`` per stage."""
+    return (max_stage - first_stage + 1) * steps_per_stage
+
+
+def latent_loss(logits: Tensor, labels: Tensor) -> Tensor:
+    """Mean next-token cross-entropy over target positions: logits (B, S, V), labels (B, S) (-100 ignored)."""
+    return nn.functional.cross_entropy(logits.float().reshape(-1, logits.shape[-1]), labels.reshape(-1),
+                                       ignore_index=IGNORE_INDEX)
+
+
+def _param_groups(model: Student, weight_decay: float) -> list[dict[str, Any]]:
+    """AdamW groups as the KD trainer builds them: decay on matrices, not on norms or embeddings."""
+    decay, no_decay = [], []
+    seen: set[int] = set()
+    for name, param in model.named_parameters():
+        if not param.requires_grad or id(param) in seen:
+            continue
+        seen.add(id(param))
+        (decay if param.ndim == 2 and "embed_tokens" not in name else no_decay).append(param)
+    return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+
+
+@dataclass
+class LatentTrainResult:
+    """A finished curriculum: the latent student, steps, wall time and per-stage losses."""
+
+    student: LatentStudent
+    steps: int
+    wall_seconds: float
+    stages: list[dict[str, float]] = field(default_factory=list)
+
+
+class LatentTrainer:
+    """Runs the curriculum on ``model`` (trained in place, usually a chain-of-thought student).
+
+    examples: dicts with ``prompt``, ``steps`` and ``answer`` (the bundled arithmetic task's records).
+    """
+
+    def __init__(self, cfg: LatentCurriculumConfig, model: Student, tokenizer: DistilleryTokenizer,
+                 examples: Sequence[Mapping[str, Any]], log: Any = print) -> None:
+        if not examples:
+            raise ValueError("the latent curriculum needs training examples")
+        self.cfg = cfg
+        self.model = model
+        self.tokenizer = tokenizer
+        self.log = log
+        self.encoded: list[LatentExample] = [encode_latent_example(e, tokenizer) for e in examples]
+        most = max(e.n_steps for e in self.encoded)
+        if cfg.max_stage < most:
+            self.log(f"note: max_stage={cfg.max_stage} < {most} steps of the longest example; its last steps "
+                     "stay text at the final stage")
+        self.rng = random.Random(f"latent:{cfg.seed}")
+        self.halt_head: HaltHead | None = None
+        if cfg.halt.enabled:
+            with torch.random.fork_rng(devices=[]):  # seeded init, the global RNG left as it was
+                torch.manual_seed(cfg.seed)
+                self.halt_head = HaltHead(model.config.hidden_size, cfg.halt.width)
+        self.steps_per_stage = cfg.stage_steps(len(self.encoded))
+        self.total = total_steps(cfg.first_stage, cfg.max_stage, self.steps_per_stage)
+
+    def _optimizer(self) -> torch.optim.AdamW:
+        groups = _param_groups(self.model, self.cfg.weight_decay)
+        if self.halt_head is not None:
+            groups.append({"params": list(self.halt_head.parameters()), "weight_decay": 0.0})
+        return torch.optim.AdamW(groups, lr=self.cfg.lr, betas=self.cfg.betas)
+
+    def _indices(self) -> Iterator[int]:
+        order = list(range(len(self.encoded)))
+        while True:
+            self.rng.shuffle(order)
+            yield from order
+
+    def batch(self, indices: Sequence[int], stage: int) -> LatentBatch:
+        """The rows of ``indices`` at ``stage`` (earlier stages mixed in with ``mix_prob``)."""
+        stages = sample_stages(len(indices), stage, self.cfg.mix_prob, self.rng)
+        rows = [latent_row(self.encoded[i], s, self.cfg.latents_per_step, self.cfg.halt.enabled)
+                for i, s in zip(indices, stages, strict=True)]
+        return collate_latent(rows, self.tokenizer.pad_id)
+
+    def loss(self, batch: LatentBatch) -> tuple[Tensor, dict[str, float]]:
+        """CE on the suffix (+ the halt BCE on final-stage rows) of one batch."""
+        out = latent_forward(self.model, batch, self.cfg.feedback, self.cfg.detach_feedback)
+        ce = latent_loss(out.logits, batch.labels)
+        terms = {"ce": float(ce.detach())}
+        total = ce
+        if self.halt_head is not None:
+            logits = self.halt_head(out.decision_hidden.detach())
+            halt = halt_loss(logits, batch.latent_counts, batch.stages == self.cfg.max_stage)
+            total = total + self.cfg.halt.weight * halt
+            terms["halt"] = float(halt.detach())
+        terms["loss"] = float(total.detach())
+        return total, terms
+
+    def train(self) -> LatentTrainResult:
+        cfg = self.cfg
+        started = time.perf_counter()
+        self.model.train()
+        optimizer = self._optimizer()
+        indices = self._indices()
+        history: list[dict[str, float]] = []
+        running: dict[str, float] = {}
+        count = 0
+        stage = cfg.first_stage
+        stage_start = 0
+        for step in range(self.total):
+            new_stage = stage_at(step, cfg.first_stage, cfg.max_stage, self.steps_per_stage)
+            if new_stage != stage:
+                history.append({"stage": stage, "steps": step - stage_start, **{k: v / max(count, 1)
+                                                                              for k, v in running.items()}})
+                running, count, stage, stage_start = {}, 0, new_stage, step
+                if cfg.reset_optimizer:
+                    optimizer = self._optimizer()
+            local = step - stage_start if cfg.reset_optimizer else step
+            span = self.steps_per_stage if cfg.reset_optimizer else self.total
+            lr = cfg.lr * warmup_cosine(local, warmup_steps=cfg.warmup_steps, max_steps=span,
+                                        min_ratio=cfg.min_lr_ratio)
+            for group in optimizer.param_groups:
+                group["lr"] = lr
+            batch = self.batch([next(indices) for _ in range(cfg.batch_size)], stage)
+            loss, terms = self.loss(batch)
+            if not torch.isfinite(loss):
+                raise FloatingPointError(f"non-finite latent loss at step {step} (stage {stage}); lower lr")
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            params = list(self.model.parameters()) + (list(self.halt_head.parameters()) if self.halt_head else [])
+            torch.nn.utils.clip_grad_norm_(params, cfg.clip_grad_norm)
+            optimizer.step()
+            for k, v in terms.items():
+                running[k] = running.get(k, 0.0) + v
+            count += 1
+            if (step + 1) % cfg.log_every == 0:
+                self.log(f"  latent step {step + 1}/{self.total} stage {stage} loss {terms['loss']:.4f}")
+        history.append({"stage": stage, "steps": self.total - stage_start,
+                        **{k: v / max(count, 1) for k, v in running.items()}})
+        self.model.eval()
+        if self.halt_head is not None:
+            self.halt_head.eval()
+        student = LatentStudent(model=self.model, spec=cfg.spec(), halt_head=self.halt_head)
+        return LatentTrainResult(student=student, steps=self.total, wall_seconds=time.perf_counter() - started,
+                                 stages=history)
+
+
+def step_metrics(prompts: Sequence[str], texts: Sequence[str]) -> dict[str, float | None]:
+    """Textual-step metrics of arithmetic completions: ``step_accuracy`` (generated steps that pass
+    :func:`~training.tasks.arithmetic.verify_steps` / generated steps; ``None`` when no step was generated)
+    and ``steps_per_example``."""
+    generated = verified = 0
+    for prompt, text in zip(prompts, texts, strict=True):
+        steps, _ = parse_completion(text)
+        generated += len(steps)
+        verified += sum(verify_steps(prompt, steps))
+    return {"step_accuracy": verified / generated if generated else None,
+            "steps_per_example": generated / len(texts) if texts else 0.0}
+
+
+def evaluate_latent(student: LatentStudent, tokenizer: DistilleryTokenizer, examples: Sequence[Mapping[str, Any]],
+                    max_new_tokens: int = 48, batch_size: int = 64) -> dict[str, Any]:
+    """Greedy latent generation on ``examples`` scored with the arithmetic scorer.
+
+    Returns ``accuracy``, ``answer_found``, ``step_accuracy`` / ``steps_per_example`` (textual steps only; the
+    latent steps cannot be read, so with every step latent there are none and ``step_accuracy`` is ``None``),
+    ``mean_generated_tokens`` (decoded after ``<eot>``, eos included), ``mean_latent_positions`` and
+    ``mean_positions_after_prompt`` (``<bot>`` + latents + ``<eot>`` + decoded tokens: sequential positions).
+    An adaptive student (halt head) also gets ``latent_count_matches_steps``: the share of examples whose latent
+    count is ``len(steps) * c``, the count it was trained to stop at.
+    """
+    from training.tasks import get_task
+
+    scorer = get_task("arithmetic").score
+    prompts = [str(e["prompt"]) for e in examples]
+    texts, n_tokens, n_latents = student.generate_text(tokenizer, prompts, max_new_tokens, batch_size)
+    totals: dict[str, float] = {}
+    for example, text in zip(examples, texts, strict=True):
+        for key, value in scorer(dict(example), text).items():  # type: ignore[arg-type]
+            totals[key] = totals.get(key, 0.0) + float(value)
+    n = max(len(texts), 1)
+    out: dict[str, Any] = {k: v / n for k, v in totals.items()}
+    out.update(step_metrics(prompts, texts))
+    out["mean_generated_tokens"] = sum(n_tokens) / n
+    out["mean_latent_positions"] = sum(n_latents) / n
+    out["mean_positions_after_prompt"] = (sum(n_tokens) + sum(n_latents)) / n + 2.0
+    if student.spec.adaptive:
+        c = student.spec.latents_per_step
+        hits = sum(count == min(len(e["steps"]), student.spec.max_stage) * c
+                   for e, count in zip(examples, n_latents, strict=True))
+        out["latent_count_matches_steps"] = hits / n
+    return out

@@ -1,0 +1,415 @@
+"""Quantization-aware training (QAT) for int8 weights, the int8 export, and int8 accuracy.
+
+The deployed scheme (what CoreML's ``linear_quantize_weights(mode="linear_symmetric", dtype="int8",
+granularity="per_channel")`` and ONNX weight-only int8 store) is, for every ``nn.Linear`` weight
+``W`` (O, I) with one scale per output channel ``s`` (O,)::
+
+    q = clamp(round(W / s[:, None]), -127, 127)      int8
+    W_hat = q * s[:, None]                          what the int8 model computes with (fp32 activations)
+
+* Plain models use ``s = max|W[o, :]| / 127`` (:func:`max_abs_scale`).
+* QAT (:func:`enable_qat`) swaps each ``nn.Linear`` of a :class:`~training.model.Student` for a
+  :class:`FakeQuantLinear` that computes with ``W_hat`` in the forward pass. ``round`` passes gradients
+  straight through (STE), so ``dL/dW`` is ``dL/dW_hat`` inside the clamp range and 0 outside it. The scales
+  are learned (LSQ, Esser et al. 2020), initialised from ``max|W| / 127``. They are stored as
+  ``log_scale`` (so they stay positive and Adam's step is relative: with ``lr=3e-3`` a raw scale of ~1e-4
+  would be pushed negative in one step). LSQ's gradient scale ``1/sqrt(I * 127)`` is left out because Adam
+  ignores a constant gradient factor. The learned scales are what :func:`export_int8` writes.
+* Embeddings are not quantized, with one exception. A Student with ``tie_word_embeddings`` has one
+  matrix for the embedding and ``lm_head``, and a deployed model stores it once as int8. So QAT also
+  routes the embedding lookup through the head's fake-quantized matrix
+  (:class:`TiedFakeQuantEmbedding`), and :func:`export_int8` writes it once, under
+  ``model.embed_tokens.weight``, with the head's per-row scales.
+
+:class:`QATHook` turns QAT on in a :class:`~training.trainer.KDTrainer` run at a given optimizer step
+(``QATConfig.start_fraction`` of ``max_steps``), so only the last part of training is quantization-aware.
+:func:`int8_accuracy` evaluates the simulated deployed int8 model on task examples.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from pydantic import BaseModel, ConfigDict, Field
+from safetensors.torch import load_file, save_file
+from torch import Tensor, nn
+
+from training.artifact import load_state_dict, load_student, student_state_dict
+from training.evaluation import evaluate_task
+from training.model import Student
+from training.tokenizer import DistilleryTokenizer
+from training.trainer import KDTrainer, TrainerHook
+
+__all__ = [
+    "QMAX",
+    "FakeQuantLinear",
+    "QATConfig",
+    "QATHook",
+    "TiedFakeQuantEmbedding",
+    "dequantize",
+    "dequantize_per_channel",
+    "enable_qat",
+    "export_int8",
+    "fake_quantize",
+    "int8_accuracy",
+    "int8_scales",
+    "int8_size_bytes",
+    "load_int8",
+    "load_qat_student",
+    "materialize_int8",
+    "max_abs_scale",
+    "qat_start_step",
+    "quantization_error",
+    "quantize_per_channel",
+    "save_int8",
+    "scale_drift",
+    "shadow_fp32",
+]
+
+QMAX = 127
+SCALE_SUFFIX = "_scale"
+LOG_SCALE = "log_scale"
+# Smallest scale: a row of zeros quantizes to zeros instead of dividing by zero.
+_MIN_SCALE = 1e-10
+
+
+# ---------------------------------------------------------------------------------------------------------
+# The math (pure functions)
+# ---------------------------------------------------------------------------------------------------------
+
+
+def max_abs_scale(weight: Tensor, qmax: int = QMAX) -> Tensor:
+    """Per-output-channel symmetric scale: weight (O, I) -> (O,) ``max|w[o, :]| / qmax`` (at least 1e-10)."""
+    return (weight.detach().abs().amax(dim=1).float() / qmax).clamp_min(_MIN_SCALE)
+
+
+def quantize_per_channel(weight: Tensor, scale: Tensor, qmax: int = QMAX) -> Tensor:
+    """weight (O, I), scale (O,) -> int8 (O, I): ``clamp(round(w / s), -qmax, qmax)``."""
+    q = torch.clamp(weight.detach().float() / scale.detach().float()[:, None], -qmax, qmax).round()
+    return q.to(torch.int8)
+
+
+def dequantize_per_channel(q: Tensor, scale: Tensor) -> Tensor:
+    """int8 (O, I), scale (O,) -> float32 (O, I): ``q * s``."""
+    return q.float() * scale.float()[:, None]
+
+
+class _RoundSTE(torch.autograd.Function):
+    """``round`` in the forward pass, identity in the backward pass (straight-through estimator)."""
+
+    @staticmethod
+    def forward(ctx: Any, x: Tensor) -> Tensor:
+        return torch.round(x)
+
+    @staticmethod
+    def backward(ctx: Any, grad: Tensor) -> Tensor:
+        return grad
+
+
+def fake_quantize(weight: Tensor, scale: Tensor, qmax: int = QMAX) -> Tensor:
+    """Differentiable ``dequantize(quantize(w, s), s)``: weight (O, I), scale (O,) -> (O, I).
+
+    The value equals ``dequantize_per_channel(quantize_per_channel(w, s), s)`` exactly. Gradients:
+    ``d/dw`` is 1 where ``|w / s| <= qmax`` and 0 where the clamp cuts; ``d/ds`` is LSQ's
+    ``round(w/s) - w/s`` inside the range and ``±qmax`` outside.
+    """
+    x = torch.clamp(weight / scale[:, None], -qmax, qmax)
+    return _RoundSTE.apply(x) * scale[:, None]
+
+
+def qat_start_step(max_steps: int, start_fraction: float) -> int:
+    """The optimizer step at which QAT starts: ``round(max_steps * start_fraction)``, within [0, max_steps]."""
+    if not 0.0 <= start_fraction <= 1.0:
+        raise ValueError(f"start_fraction must be in [0, 1], got {start_fraction}")
+    return min(max_steps, max(0, round(max_steps * start_fraction)))
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Modules
+# ---------------------------------------------------------------------------------------------------------
+
+
+class FakeQuantLinear(nn.Linear):
+    """``nn.Linear`` computing with its int8-fake-quantized weight; per-row scales ``exp(log_scale)`` (O,).
+
+    ``learn_scale=False`` keeps the scale a buffer fixed at ``max|W| / 127`` of the weight at wrap time.
+    """
+
+    def __init__(self, in_features: int, out_features: int, bias: bool = True, *, learn_scale: bool = True,
+                 device: torch.device | None = None, dtype: torch.dtype | None = None) -> None:
+        super().__init__(in_features, out_features, bias=bias, device=device, dtype=dtype)
+        log_scale = torch.zeros(out_features, device=device, dtype=torch.float32)
+        if learn_scale:
+            self.log_scale = nn.Parameter(log_scale)
+        else:
+            self.register_buffer(LOG_SCALE, log_scale)
+
+    @classmethod
+    def wrap(cls, linear: nn.Linear, learn_scale: bool = True) -> FakeQuantLinear:
+        """A FakeQuantLinear sharing ``linear``'s weight and bias Parameters (an optimizer holding them keeps
+        training them), its scales initialised to ``max|W| / 127``."""
+        new = cls(linear.in_features, linear.out_features, bias=linear.bias is not None, learn_scale=learn_scale,
+                  device=linear.weight.device, dtype=linear.weight.dtype)
+        new.weight = linear.weight
+        new.bias = linear.bias
+        with torch.no_grad():
+            new.log_scale.copy_(max_abs_scale(linear.weight).log())
+        return new
+
+    def scale(self) -> Tensor:
+        """(O,) current per-row scales."""
+        return self.log_scale.exp()
+
+    def quantized_weight(self) -> Tensor:
+        """(O, I) the fake-quantized weight the forward pass uses (differentiable)."""
+        return fake_quantize(self.weight, self.scale().to(self.weight.dtype))
+
+    def forward(self, x: Tensor) -> Tensor:
+        """(..., I) -> (..., O) with the fake-quantized weight."""
+        return F.linear(x, self.quantized_weight(), self.bias)
+
+
+class TiedFakeQuantEmbedding(nn.Embedding):
+    """The embedding of a tied Student under QAT: looks rows up in the head's fake-quantized matrix.
+
+    Its ``weight`` stays the shared Parameter (so ``model.embed_tokens.weight`` and the artifact keys do not
+    change); the head is held outside the module tree so its parameters are not registered twice.
+    """
+
+    def __init__(self, embedding: nn.Embedding, head: FakeQuantLinear) -> None:
+        super().__init__(embedding.num_embeddings, embedding.embedding_dim, padding_idx=embedding.padding_idx,
+                         device=embedding.weight.device, dtype=embedding.weight.dtype)
+        if head.weight is not embedding.weight:
+            raise ValueError("TiedFakeQuantEmbedding needs the head to share the embedding's weight")
+        self.weight = embedding.weight
+        object.__setattr__(self, "_head", head)
+
+    def forward(self, input_ids: Tensor) -> Tensor:
+        """(B, T) -> (B, T, H) rows of the fake-quantized shared matrix."""
+        head: FakeQuantLinear = self._head  # type: ignore[assignment]
+        return F.embedding(input_ids, head.quantized_weight(), self.padding_idx)
+
+
+def _linear_modules(model: nn.Module) -> dict[str, nn.Linear]:
+    return {name: module for name, module in model.named_modules() if isinstance(module, nn.Linear)}
+
+
+def _set_submodule(model: nn.Module, name: str, module: nn.Module) -> None:
+    parent_name, _, child = name.rpartition(".")
+    parent = model.get_submodule(parent_name) if parent_name else model
+    setattr(parent, child, module)
+
+
+def enable_qat(model: Student, learn_scales: bool = True) -> list[nn.Parameter]:
+    """Swap every ``nn.Linear`` of ``model`` for a :class:`FakeQuantLinear` (in place; the weights are the same
+    Parameters) and, for a tied model, the embedding for a :class:`TiedFakeQuantEmbedding`.
+
+    Returns the new scale Parameters (empty with ``learn_scales=False``), for the optimizer. Calling it on a
+    model already under QAT changes nothing and returns ``[]``.
+    """
+    new_params: list[nn.Parameter] = []
+    for name, linear in _linear_modules(model).items():
+        if isinstance(linear, FakeQuantLinear):
+            continue
+        wrapped = FakeQuantLinear.wrap(linear, learn_scale=learn_scales)
+        _set_submodule(model, name, wrapped)
+        if learn_scales:
+            new_params.append(wrapped.log_scale)
+    head = model.lm_head
+    embed = model.model.embed_tokens
+    if (model.config.tie_word_embeddings and isinstance(head, FakeQuantLinear)
+            and not isinstance(embed, TiedFakeQuantEmbedding)):
+        model.model.embed_tokens = TiedFakeQuantEmbedding(embed, head)
+    return new_params
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Export, dequantization, the simulated int8 model
+# ---------------------------------------------------------------------------------------------------------
+
+
+def int8_scales(model: Student) -> dict[str, Tensor]:
+    """Per-row scales (O,) of every linear weight, keyed by module name: the learned scales of QAT modules,
+    ``max|W| / 127`` for plain ``nn.Linear``."""
+    out: dict[str, Tensor] = {}
+    for name, module in _linear_modules(model).items():
+        scale = module.scale() if isinstance(module, FakeQuantLinear) else max_abs_scale(module.weight)
+        out[name] = scale.detach().float().cpu()
+    return out
+
+
+def export_int8(model: Student) -> dict[str, Tensor]:
+    """The deployable state dict: every linear weight as int8 (O, I) plus ``<key>_scale`` float32 (O,).
+
+    Other tensors (norms, an untied embedding) stay float32 under their usual names. For a tied model the
+    shared matrix is stored once, as ``model.embed_tokens.weight`` (int8) with the head's scales, and
+    ``lm_head.weight`` is omitted (as in the float artifact). QAT scales (``log_scale``) are not stored: the
+    scales are.
+    """
+    state = {k: v.float() if v.is_floating_point() else v for k, v in student_state_dict(model).items()
+             if not k.endswith("." + LOG_SCALE)}
+    tied = model.config.tie_word_embeddings
+    scales = int8_scales(model)
+    for name, module in _linear_modules(model).items():
+        key = "model.embed_tokens.weight" if tied and name == "lm_head" else f"{name}.weight"
+        scale = scales[name]
+        state[key] = quantize_per_channel(module.weight.detach().cpu(), scale)
+        state[key + SCALE_SUFFIX] = scale.contiguous()
+    return state
+
+
+def dequantize(state: dict[str, Tensor]) -> dict[str, Tensor]:
+    """Inverse of :func:`export_int8`: int8 tensors with a ``<key>_scale`` become float32 ``q * s``; the
+    scale entries are dropped. Raises ``ValueError`` for an int8 tensor without its scale."""
+    out: dict[str, Tensor] = {}
+    for key, value in state.items():
+        if key.endswith(SCALE_SUFFIX) and key[: -len(SCALE_SUFFIX)] in state:
+            continue
+        if value.dtype == torch.int8:
+            scale = state.get(key + SCALE_SUFFIX)
+            if scale is None:
+                raise ValueError(f"int8 tensor {key!r} has no {key + SCALE_SUFFIX!r}")
+            out[key] = dequantize_per_channel(value, scale)
+        else:
+            out[key] = value
+    return out
+
+
+def save_int8(state: dict[str, Tensor], path: str | Path) -> Path:
+    """Write an :func:`export_int8` state dict as safetensors."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    save_file({k: v.contiguous() for k, v in state.items()}, str(path), metadata={"format": "distillery-int8"})
+    return path
+
+
+def load_int8(path: str | Path) -> dict[str, Tensor]:
+    """Read what :func:`save_int8` wrote."""
+    return load_file(str(path))
+
+
+def _plain_student(model: Student, state: dict[str, Tensor]) -> Student:
+    plain = Student(model.config)
+    plain.load_state_dict(state, strict=False)
+    missing = set(plain.state_dict()) - set(state)
+    if model.config.tie_word_embeddings:
+        missing.discard("lm_head.weight")
+        plain.lm_head.weight = plain.model.embed_tokens.weight
+    if missing:
+        raise ValueError(f"state lacks {sorted(missing)[:5]}")
+    return plain.to(model.device).eval()
+
+
+def materialize_int8(model: Student) -> Student:
+    """A plain Student computing exactly what the deployed int8 model computes (dequantized weights)."""
+    return _plain_student(model, {k: v.to(model.device) for k, v in dequantize(export_int8(model)).items()})
+
+
+def shadow_fp32(model: Student) -> Student:
+    """A plain Student with ``model``'s unquantized (for QAT: shadow) weights."""
+    state = {k: v for k, v in student_state_dict(model).items() if not k.endswith("." + LOG_SCALE)}
+    return _plain_student(model, state)
+
+
+@torch.no_grad()
+def quantization_error(model: Student, input_ids: Tensor, attention_mask: Tensor | None = None) -> dict[str, float]:
+    """How far the int8 model is from the unquantized weights on a batch (B, T): ``max_abs_logit_error``,
+    ``mean_kl`` (KL(fp32 || int8) per real position, nats) and ``top1_agreement``."""
+    fp = shadow_fp32(model)(input_ids, attention_mask=attention_mask).float()
+    q = materialize_int8(model)(input_ids, attention_mask=attention_mask).float()
+    real = torch.ones(input_ids.shape, dtype=torch.bool) if attention_mask is None else attention_mask.bool()
+    real = real.to(fp.device)
+    kl = (fp.log_softmax(-1).exp() * (fp.log_softmax(-1) - q.log_softmax(-1))).sum(-1)
+    n = max(int(real.sum()), 1)
+    return {"max_abs_logit_error": float((fp - q).abs().amax(-1)[real].max()),
+            "mean_kl": float(kl[real].sum()) / n,
+            "top1_agreement": float((fp.argmax(-1) == q.argmax(-1))[real].sum()) / n}
+
+
+def int8_accuracy(model: Student, tokenizer: DistilleryTokenizer, examples: Sequence[dict[str, Any]],
+                  task: str = "arithmetic", max_new_tokens: int = 48) -> dict[str, float]:
+    """Task metrics (greedy, ``accuracy`` etc.) of the simulated deployed int8 model: linear weights quantized
+    per channel with the learned (QAT) or max-abs (plain) scales, dequantized, fp32 activations."""
+    return evaluate_task(materialize_int8(model), tokenizer, list(examples), task, max_new_tokens)
+
+
+def load_qat_student(directory: str | Path) -> Student:
+    """Load a Student artifact written during or after QAT, with QAT enabled and its learned scales."""
+    _, state = load_state_dict(directory)
+    model = load_student(directory)
+    enable_qat(model)
+    for name, module in _linear_modules(model).items():
+        key = f"{name}.{LOG_SCALE}"
+        if key not in state:
+            raise ValueError(f"{directory}: no learned scale {key!r}; this artifact was not trained with QAT")
+        assert isinstance(module, FakeQuantLinear)
+        with torch.no_grad():
+            module.log_scale.copy_(state[key])
+    return model.eval()
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Training
+# ---------------------------------------------------------------------------------------------------------
+
+
+class QATConfig(BaseModel):
+    """When and how QAT runs inside a KD run."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    start_fraction: float = Field(0.75, ge=0.0, lt=1.0,
+                                  description="QAT starts at round(max_steps * start_fraction)")
+    learn_scales: bool = Field(True, description="LSQ scales; false keeps max|W|/127 of the weights at start")
+
+
+class QATHook(TrainerHook):
+    """Turns QAT on in a :class:`~training.trainer.KDTrainer` once ``trainer.step >= start_step`` (checked at
+    train start, so a resumed run past the start is under QAT from its first step, and after every step).
+
+    The scales join the optimizer as a parameter group without weight decay; the trainer's schedule sets its
+    learning rate like every other group's.
+    """
+
+    def __init__(self, start_step: int, learn_scales: bool = True) -> None:
+        if start_step < 0:
+            raise ValueError(f"start_step must be >= 0, got {start_step}")
+        self.start_step = start_step
+        self.learn_scales = learn_scales
+        self.enabled_at: int | None = None
+
+    def _maybe_enable(self, trainer: KDTrainer) -> None:
+        if self.enabled_at is not None or trainer.step < self.start_step:
+            return
+        params = enable_qat(trainer.student, learn_scales=self.learn_scales)
+        if params:
+            lr = trainer.optimizer.param_groups[0]["lr"]
+            trainer.optimizer.add_param_group({"params": params, "weight_decay": 0.0, "lr": lr})
+        self.enabled_at = trainer.step
+
+    def on_train_start(self, trainer: KDTrainer) -> None:
+        self._maybe_enable(trainer)
+
+    def on_step_end(self, trainer: KDTrainer, terms: dict[str, float]) -> None:
+        del terms
+        self._maybe_enable(trainer)
+
+
+def scale_drift(model: Student) -> float:
+    """Mean |log(learned scale / (max|W|/127))| over all rows of QAT modules (0.0 without QAT modules)."""
+    total, count = 0.0, 0
+    for module in _linear_modules(model).values():
+        if isinstance(module, FakeQuantLinear):
+            ref = max_abs_scale(module.weight).log()
+            total += float((module.log_scale.detach().float().cpu() - ref.cpu()).abs().sum())
+            count += module.out_features
+    return total / count if count else 0.0
+
+
+def int8_size_bytes(state: dict[str, Tensor]) -> int:
+    """Bytes of an exported state dict (int8 weights, float32 scales and other tensors)."""
+    return int(sum(v.numel() * v.element_size() for v in state.values()))
