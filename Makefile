@@ -58,7 +58,7 @@ format: setup
 	$(BIN)/ruff check --fix training conversion arbiter scripts tests benches
 
 readiness: setup  ## readiness gate on Distillery itself
-	$(BIN)/python scripts/assess_readiness.py
+	$(BIN)/python scripts/assess_readiness.py --fail-under 60
 
 bench: setup  ## benchmarks (figures printed and written to benches/results/)
 	$(BIN)/python benches/run_all.py
