@@ -39,7 +39,7 @@ from typing import Any, Literal
 import onnx
 import onnxruntime
 import torch
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import model_validator
 
 from conversion.onnx_graph import (
     DEFAULT_OPSET,
@@ -52,6 +52,7 @@ from conversion.onnx_quantize import QUANTIZE_CHOICES, quantize, requested_varia
 from conversion.onnx_verify import fp32_metrics, variant_metrics, verify_graph
 from conversion.verify_common import (
     REPORT_FILE,
+    ExportSourceConfig,
     check_output_dir,
     copy_companion_files,
     model_summary,
@@ -66,35 +67,12 @@ MODEL_FILE = "model.onnx"
 REPORT_FORMAT = "distillery-onnx-export"
 
 
-class OnnxExportConfig(BaseModel):
+class OnnxExportConfig(ExportSourceConfig):
     """Validated options of one export (the CLI flags)."""
 
-    model_config = ConfigDict(frozen=True, extra="forbid")
-
-    student_dir: Path
-    out: Path
     exporter: Literal["dynamo", "torchscript"] = "dynamo"
     opset: int = DEFAULT_OPSET
     quantize: Literal["none", "int8", "int4", "all"] = "none"
-    max_new_tokens: int = Field(16, ge=1, le=1024)
-    prompts: Path | None = None
-    atol: float = Field(1e-4, gt=0)
-    decode_steps: int = Field(4, ge=1, le=256)
-    threads: int | None = Field(None, ge=1)
-
-    @field_validator("student_dir")
-    @classmethod
-    def _student_is_dir(cls, value: Path) -> Path:
-        if not value.is_dir():
-            raise ValueError(f"{value} is not a directory")
-        return value
-
-    @field_validator("prompts")
-    @classmethod
-    def _prompts_exist(cls, value: Path | None) -> Path | None:
-        if value is not None and not value.is_file():
-            raise ValueError(f"prompts file {value} does not exist")
-        return value
 
     @model_validator(mode="after")
     def _opset_in_range(self) -> OnnxExportConfig:

@@ -35,7 +35,6 @@ from typing import Any
 
 import numpy as np
 import torch
-from pydantic import BaseModel, ConfigDict, Field, field_validator
 from torch.export import Dim, ExportedProgram
 
 from conversion.onnx_wrapper import (
@@ -52,6 +51,7 @@ from conversion.onnx_wrapper import (
 )
 from conversion.verify_common import (
     REPORT_FILE,
+    ExportSourceConfig,
     StepFn,
     check_output_dir,
     copy_companion_files,
@@ -70,32 +70,9 @@ REPORT_FORMAT = "distillery-pt2-export"
 TRACE_BATCH, TRACE_SEQUENCE, TRACE_PAST = 2, 5, 3
 
 
-class PytorchExportConfig(BaseModel):
+class PytorchExportConfig(ExportSourceConfig):
     """Validated options of one export (the CLI flags)."""
 
-    model_config = ConfigDict(frozen=True, extra="forbid")
-
-    student_dir: Path
-    out: Path
-    max_new_tokens: int = Field(16, ge=1, le=1024)
-    prompts: Path | None = None
-    atol: float = Field(1e-4, gt=0)
-    decode_steps: int = Field(4, ge=1, le=256)
-    threads: int | None = Field(None, ge=1)
-
-    @field_validator("student_dir")
-    @classmethod
-    def _student_is_dir(cls, value: Path) -> Path:
-        if not value.is_dir():
-            raise ValueError(f"{value} is not a directory")
-        return value
-
-    @field_validator("prompts")
-    @classmethod
-    def _prompts_exist(cls, value: Path | None) -> Path | None:
-        if value is not None and not value.is_file():
-            raise ValueError(f"prompts file {value} does not exist")
-        return value
 
 
 @contextmanager

@@ -21,10 +21,39 @@ from typing import Any
 
 import numpy as np
 import torch
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from training.generation import left_pad
 from training.model import Student
 from training.tokenizer import TOKENIZER_FILE, DistilleryTokenizer
+
+
+class ExportSourceConfig(BaseModel):
+    """Options every exporter shares: the student to read, where to write, and how to verify."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    student_dir: Path
+    out: Path
+    max_new_tokens: int = Field(16, ge=1, le=1024)
+    prompts: Path | None = None
+    atol: float = Field(1e-4, gt=0)
+    decode_steps: int = Field(4, ge=1, le=256)
+    threads: int | None = Field(None, ge=1)
+
+    @field_validator("student_dir")
+    @classmethod
+    def _student_is_dir(cls, value: Path) -> Path:
+        if not value.is_dir():
+            raise ValueError(f"{value} is not a directory")
+        return value
+
+    @field_validator("prompts")
+    @classmethod
+    def _prompts_exist(cls, value: Path | None) -> Path | None:
+        if value is not None and not value.is_file():
+            raise ValueError(f"prompts file {value} does not exist")
+        return value
 
 StepFn = Callable[[np.ndarray, np.ndarray, list[np.ndarray] | None], tuple[np.ndarray, list[np.ndarray]]]
 

@@ -11,10 +11,11 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from collections.abc import Callable
 
 from training.kd_config import ConfigFileError, load_config
 from training.run_hooks import add_run_control_args, hooks_from_args
-from training.trainer import KDTrainer, ResumeMismatchError, TrainingDiverged
+from training.trainer import KDTrainer, ResumeMismatchError, TrainingDiverged, TrainResult
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -31,13 +32,11 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+def run_and_report(train: Callable[[], TrainResult]) -> int:
+    """Run a training callable the way every training CLI does: errors become exit codes (2 config/resume,
+    1 diverged), the result is printed as JSON, and an interrupt exits 130 with a hint to rerun."""
     try:
-        cfg = load_config(args.config, args.overrides)
-        trainer = KDTrainer(cfg, stop_after_steps=args.stop_after_steps,
-                            hooks=hooks_from_args(args, cfg.out_dir))
-        result = trainer.train()
+        result = train()
     except (ConfigFileError, ResumeMismatchError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
@@ -54,6 +53,17 @@ def main(argv: list[str] | None = None) -> int:
               file=sys.stderr)
         return 130
     return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+
+    def train() -> TrainResult:
+        cfg = load_config(args.config, args.overrides)
+        trainer = KDTrainer(cfg, stop_after_steps=args.stop_after_steps, hooks=hooks_from_args(args, cfg.out_dir))
+        return trainer.train()
+
+    return run_and_report(train)
 
 
 if __name__ == "__main__":

@@ -38,6 +38,7 @@ from pydantic import Field, ValidationError, model_validator
 from torch import Tensor
 
 from training.data_adapter import val_batches
+from training.distill_kd import run_and_report
 from training.evaluation import evaluate_loss, generate_completions
 from training.kd_config import ConfigFileError, KDConfig, apply_overrides
 from training.losses import IGNORE_INDEX, KDLossWeights
@@ -47,7 +48,7 @@ from training.tasks import get_task
 from training.tasks.arithmetic import verify_steps
 from training.tasks.markup import parse_completion
 from training.toolcall_supervision import json_validity
-from training.trainer import KDTrainer, ResumeMismatchError, TrainerHook, TrainingDiverged, TrainResult
+from training.trainer import KDTrainer, TrainerHook, TrainResult
 
 __all__ = [
     "ProcessConfig",
@@ -353,24 +354,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    try:
-        result = train_process_student(args.config, args.overrides, stop_after_steps=args.stop_after_steps)
-    except (ConfigFileError, ResumeMismatchError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
-    except TrainingDiverged as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 1
-    summary = {"status": result.status, "step": result.step, "metrics": result.metrics,
-               "best": result.best_metric, "student_dir": str(result.student_dir) if result.student_dir else None,
-               "wall_seconds": round(result.wall_seconds, 2),
-               "tokens_per_second": round(result.tokens_per_second, 1)}
-    print(json.dumps(summary, indent=2, sort_keys=True))
-    if result.status == "interrupted":
-        print(f"interrupted at step {result.step}; checkpoint written. Rerun the same command to resume.",
-              file=sys.stderr)
-        return 130
-    return 0
+    return run_and_report(lambda: train_process_student(args.config, args.overrides,
+                                                        stop_after_steps=args.stop_after_steps))
 
 
 if __name__ == "__main__":
