@@ -82,32 +82,58 @@ def decode_mask(position: int, length: int, cache_len: int, dtype: torch.dtype =
 
 # ---- building blocks ------------------------------------------------------------------------------
 
+LAYER_NORM_EPS = 2.0**-24
+"""epsilon of the fused ``layer_norm``: the smallest fp16 subnormal, so that it survives the fp16 cast.
+The variance it is added to is at least 1 / (C + 1) (the largest scaled channel is 1), so it changes
+the result by at most 2^-24 * (C + 1) / 2 relative (3e-6 at C = 96)."""
+
+
 class Fp16SafeRMSNorm(nn.Module):
-    """RMSNorm over channels of (B, C, 1, S) that neither overflows nor underflows in fp16.
+    """RMSNorm over channels of (B, C, 1, S) as one fused ``layer_norm``, safe from fp16 overflow.
 
-    ``x * rsqrt(mean(x^2) + eps)`` overflows in fp16 once |x| reaches ~256 (x^2 > 65504). With the
-    per-token scale ``s = max(max_c |x|, sqrt(eps))`` and ``y = x / s`` (so |y| <= 1) the identity
+    With the per-token scale ``s = max(max_c |x|, sqrt(eps))``, ``y = x / s`` (so |y| <= 1) and
+    ``t = sqrt(C * eps) / s``, the C + C + 1 + 1 channels ``z = [y, -y, t, -t]`` have mean exactly 0 and
+    variance ``C / (C + 1) * (mean(y^2) + eps / s^2)``, so
 
-        x * rsqrt(mean(x^2) + eps) = y * rsqrt(mean(y^2) + (sqrt(eps) / s)^2)
+        layer_norm(z)[:C] = sqrt((C + 1) / C) * x * rsqrt(mean(x^2) + eps)
 
-    is exact, and every intermediate lies in [0, 2]. Then the weight is applied, as in the student.
+    and the student's RMSNorm is the first C channels of ``layer_norm(z)`` with
+    ``gamma = weight * sqrt(C / (C + 1))``. Every intermediate lies in [-1, 1] (no fp16 overflow at
+    any |x|), and the mean/variance/rsqrt/scale/gamma chain is one op (coremltools fuses this BC1S
+    pattern into ``layer_norm`` with axes [1], the form in Apple's ml-ane-transformers): one fp16
+    rounding where an unfused RMSNorm has six. ``beta`` is 0 on the C kept channels; it is 1 on the
+    others only so that coremltools does not drop the ``add`` and miss the fusion.
     """
 
     def __init__(self, hidden_size: int, eps: float) -> None:
         super().__init__()
+        self.hidden_size = hidden_size
         self.weight = nn.Parameter(torch.ones(hidden_size))
         self.eps = eps
-        # A tensor divided by a tensor: ``float / tensor`` would trace as reciprocal, which Core ML lowers
+        # Tensors divided by tensors: ``float / tensor`` would trace as reciprocal, which Core ML lowers
         # to ``1 / (x + 1e-4)``.
         self.register_buffer("root_eps", torch.tensor(math.sqrt(eps)), persistent=False)
+        self.register_buffer("root_c_eps", torch.tensor(math.sqrt(hidden_size * eps)), persistent=False)
+        beta = torch.ones(2 * hidden_size + 2)
+        beta[:hidden_size] = 0.0
+        self.register_buffer("beta", beta.view(1, -1, 1, 1), persistent=False)
+
+    def gamma(self) -> Tensor:
+        """The fused op's gamma (1, 2C + 2, 1, 1): the weight scaled by sqrt(C / (C + 1)), then ones."""
+        c = self.hidden_size
+        scaled = self.weight * math.sqrt(c / (c + 1))
+        return torch.cat((scaled, torch.ones(c + 2, dtype=scaled.dtype))).view(1, -1, 1, 1)
 
     def forward(self, x: Tensor) -> Tensor:
         """x: (B, C, 1, S) -> (B, C, 1, S)."""
         scale = torch.maximum(x.abs().amax(dim=1, keepdim=True), self.root_eps)  # (B, 1, 1, S)
         y = x / scale
-        floor = self.root_eps / scale
-        y = y * torch.rsqrt(y.pow(2).mean(dim=1, keepdim=True) + floor * floor)
-        return y * self.weight.view(1, -1, 1, 1)
+        t = self.root_c_eps / scale
+        z = torch.cat((y, -y, t, -t), dim=1)  # (B, 2C + 2, 1, S), mean exactly 0
+        centered = z - z.mean(dim=1, keepdim=True)
+        variance = (centered * centered).mean(dim=1, keepdim=True)
+        normed = centered * torch.rsqrt(variance + LAYER_NORM_EPS)
+        return ((normed + self.beta) * self.gamma())[:, : self.hidden_size]
 
 
 def rotate_half_rows(weight: Tensor, heads: int, head_dim: int) -> Tensor:

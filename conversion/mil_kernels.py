@@ -5,7 +5,7 @@
 ``silu``, ``read_state``, ``coreml_update_state``), ops whose ``value_inference`` serves shape
 propagation rather than evaluation (``concat`` gives up on tensors over 10 elements, ``reshape`` and
 ``cast`` read compile-time types, ``split`` and ``slice_by_index`` reject runtime shapes), and
-products, softmax and mean/sum reductions, which accumulate in fp32 for fp16 tensors (Core ML's GPU
+products, softmax, layer_norm and mean/sum reductions, which accumulate in fp32 for fp16 tensors (Core ML's GPU
 and Neural Engine accumulate wider than fp16; numpy's fp16 einsum would not). Every other op runs
 its own ``value_inference`` on a view of the op whose inputs carry the runtime values
 (:class:`_RuntimeOp`); the program itself is never modified.
@@ -111,6 +111,25 @@ def softmax(op: Operation, a: Mapping[str, Value], states: dict[str, np.ndarray]
     axis = int(a.get("axis", -1))
     e = np.exp(x - x.max(axis=axis, keepdims=True))
     return e / e.sum(axis=axis, keepdims=True)
+
+
+def layer_norm(op: Operation, a: Mapping[str, Value], states: dict[str, np.ndarray]) -> np.ndarray:
+    """``gamma * (x - mean) / sqrt(var + epsilon) + beta`` over ``axes`` (all axes when absent), computed
+    in fp32 and rounded once (a fused op). gamma and beta have the shape of x on ``axes``."""
+    x = _acc(a["x"])
+    axes = tuple(range(x.ndim)) if a.get("axes") is None else tuple(
+        int(v) % x.ndim for v in np.asarray(a["axes"]).reshape(-1))
+    mean = x.mean(axis=axes, keepdims=True)
+    centered = x - mean
+    variance = (centered * centered).mean(axis=axes, keepdims=True)
+    eps = np.float32(1e-5) if a.get("epsilon") is None else _acc(a["epsilon"])
+    out = centered / np.sqrt(variance + eps)
+    shape = [x.shape[i] if i in axes else 1 for i in range(x.ndim)]
+    if a.get("gamma") is not None:
+        out = out * _acc(a["gamma"]).reshape(shape)
+    if a.get("beta") is not None:
+        out = out + _acc(a["beta"]).reshape(shape)
+    return out
 
 
 def _reduce(fn: Callable[..., np.ndarray]) -> Kernel:
@@ -219,6 +238,7 @@ KERNELS: dict[str, Kernel] = {
     "conv": conv,
     "silu": silu,
     "softmax": softmax,
+    "layer_norm": layer_norm,
     "reduce_mean": _reduce(np.mean),
     "reduce_sum": _reduce(np.sum),
     "matmul": matmul,

@@ -70,6 +70,16 @@ def test_export_passes_and_writes_the_report(exported: tuple[Path, CoreMLReport]
     assert {"convert", "save", "lint", "verify"} <= set(written["timings"])
 
 
+def test_each_rmsnorm_is_one_fused_layer_norm(exported: tuple[Path, CoreMLReport], tiny_student: Student) -> None:
+    """coremltools fuses the ANE RMSNorm pattern into ``layer_norm``: if a refactor breaks the fusion, the
+    norms fall back to six fp16-rounded ops each and the fp16 error grows (see Fp16SafeRMSNorm)."""
+    _, report = exported
+    norms = 2 * tiny_student.config.num_hidden_layers + 1
+    for function, histogram in report.op_histogram.items():
+        assert histogram.get("layer_norm") == norms, (function, histogram)
+        assert "rsqrt" not in histogram, (function, histogram)
+
+
 def test_int4_export_checks_against_dequantized_weights(quantized: tuple[Path, CoreMLReport]) -> None:
     _, report = quantized
     assert report.passed, report.errors

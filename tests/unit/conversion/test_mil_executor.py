@@ -177,6 +177,28 @@ def test_matmul_linear_reshape_reductions_and_interleave() -> None:
     assert np.array_equal(woven, expected)
 
 
+@pytest.mark.parametrize("dtype", [np.float32, np.float16])
+def test_layer_norm_kernel_matches_torch_and_rounds_once(dtype: type) -> None:
+    rng = np.random.default_rng(3)
+    gamma = (rng.random(6) + 0.5).astype(dtype)
+    beta = rng.standard_normal(6).astype(dtype)
+
+    @mb.program(input_specs=[mb.TensorSpec(shape=(1, 6, 1, 5), dtype=ct.converters.mil.mil.types.numpy_type_to_builtin_type(dtype))],
+                opset_version=ct.target.iOS17)
+    def prog(x):  # type: ignore[no-untyped-def]
+        return mb.layer_norm(x=x, axes=[1], gamma=gamma, beta=beta, epsilon=dtype(1e-5))
+
+    x = (rng.standard_normal((1, 6, 1, 5)) * 100).astype(dtype)
+    (out,) = MilFunction(prog)({"x": x}).values()
+    tokens_last = torch.from_numpy(x.astype(np.float64))[0, :, 0, :].t()
+    expected = torch.nn.functional.layer_norm(tokens_last, (6,), torch.from_numpy(gamma.astype(np.float64)),
+                                              torch.from_numpy(beta.astype(np.float64)), eps=1e-5)
+    expected = expected.t()[None, :, None, :].numpy()
+    assert out.dtype == dtype
+    # fp32 computes exactly; fp16 is one rounding of the exact result (half an ulp, 2^-11 relative)
+    assert np.allclose(out, expected, rtol=2.0**-11 if dtype == np.float16 else 1e-5, atol=1e-6)
+
+
 def test_nested_blocks_cond_and_while_loop() -> None:
     @mb.program(input_specs=[mb.TensorSpec(shape=(3,)), mb.TensorSpec(shape=(1,))],
                 opset_version=ct.target.iOS17)
