@@ -433,6 +433,20 @@ def student_reference(student: Student) -> Callable[[list[int]], np.ndarray]:
     return run
 
 
+@torch.no_grad()
+def pytorch_fp16_rel_error(student: Student, sequences: Sequence[list[int]]) -> float:
+    """Largest relative logits error (as :func:`conversion.mil_executor.rel_error`) of the student run in
+    fp16 by PyTorch against itself in fp32, over ``sequences``: the error fp16 arithmetic alone costs."""
+    from conversion.mil_executor import rel_error
+
+    half = copy.deepcopy(student).half().eval()
+    worst = 0.0
+    for tokens in sequences:
+        ids = torch.tensor([tokens])
+        worst = max(worst, rel_error(half(ids)[0].float().numpy(), student(ids)[0].float().numpy()))
+    return worst
+
+
 # ---- prompts --------------------------------------------------------------------------------------
 
 def encode_prompts(student_dir: Path, prompts: Sequence[str], vocab_size: int) -> tuple[list[list[int]], str]:
@@ -524,6 +538,9 @@ def export_coreml(student_dir: str | Path, out: str | Path, options: CoreMLOptio
         checks.executor = f"mil-numpy (prompts encoded with {encoding})"
         _check(report, "prefill_rel_error", result.prefill_rel_error, options.tolerance)
         _check(report, "decode_rel_error", result.decode_rel_error, FP16_TOLERANCE)
+        if options.precision == "fp16":
+            checks.pytorch_fp16_rel_error = pytorch_fp16_rel_error(
+                student, [r["prompt"] + r["reference"][:-1] for r in result.greedy])
         if not result.greedy_consistent:
             report.errors.append("greedy tokens diverge from the reference beyond a near tie")
         if checks.quantization is not None:

@@ -35,11 +35,16 @@ class LintSummary(BaseModel):
 
 
 class Checks(BaseModel):
-    """Numeric checks. ``None`` means not run (e.g. no decode function without ``--stateful``)."""
+    """Numeric checks. ``None`` means not run (e.g. no decode function without ``--stateful``).
+
+    ``pytorch_fp16_rel_error`` is context, not a check: the same relative error for the PyTorch student
+    itself run in fp16 (``.half()``) on the same sequences, i.e. what fp16 arithmetic costs this model.
+    """
 
     ane_rewrite_max_abs_error: float | None = None
     prefill_rel_error: float | None = None
     decode_rel_error: float | None = None
+    pytorch_fp16_rel_error: float | None = None
     greedy_tokens_identical: bool | None = None
     prompts_checked: int = 0
     ane_rewrite_tolerance: float | None = None
@@ -97,6 +102,8 @@ def summary(report: CoreMLReport) -> str:
         f"  ANE rewrite max abs error {_fmt(c.ane_rewrite_max_abs_error)} (tol {_fmt(c.ane_rewrite_tolerance)})",
         f"  prefill rel error {_fmt(c.prefill_rel_error)} (tol {_fmt(c.prefill_tolerance)}), decode rel error "
         f"{_fmt(c.decode_rel_error)} (tol {_fmt(c.decode_tolerance)}) vs {c.reference} [{c.executor}]",
+        *([f"  PyTorch's own fp16 on the same sequences: rel error {_fmt(c.pytorch_fp16_rel_error)}"]
+          if c.pytorch_fp16_rel_error is not None else []),
         f"  greedy tokens identical: {c.greedy_tokens_identical} on {c.prompts_checked} prompts"
         + (f" ({sum(d['near_tie'] for d in c.greedy_divergences)} of {len(c.greedy_divergences)} divergences "
            "at near ties)" if c.greedy_divergences else ""),

@@ -91,7 +91,7 @@ def test_judge_backbone_goes_through_the_student_coreml_conversion(judge_dir: Pa
     from conversion.convert_coreml import main as convert_coreml_main
 
     out = tmp_path / "judge.mlpackage"
-    assert convert_coreml_main([str(judge_dir), "--out", str(out), "--precision", "fp32", "--seq-lens", "16,32",
+    assert convert_coreml_main([str(judge_dir), "--out", str(out), "--seq-lens", "16,32",
                                 "--max-new-tokens", "4"]) == 0
     assert out.is_dir()
     report = json.loads(out.with_suffix(".report.json").read_text())

@@ -32,7 +32,7 @@ REPO = Path(__file__).resolve().parents[3]
 REPORT_KEYS = {"model", "target", "options", "size_bytes", "op_histogram", "lint", "checks", "errors", "passed",
                "seconds"}
 CHECK_KEYS = {"ane_rewrite_max_abs_error", "prefill_rel_error", "decode_rel_error", "greedy_tokens_identical",
-              "prompts_checked"}
+              "prompts_checked", "pytorch_fp16_rel_error"}
 
 
 @pytest.fixture(scope="module")
@@ -65,6 +65,7 @@ def test_export_passes_and_writes_the_report(exported: tuple[Path, CoreMLReport]
     assert checks["ane_rewrite_max_abs_error"] < 1e-4
     assert 0 < checks["prefill_rel_error"] <= 3e-3 and 0 < checks["decode_rel_error"] <= 3e-3
     assert checks["greedy_tokens_identical"] is True and checks["prompts_checked"] == 2
+    assert 0 < checks["pytorch_fp16_rel_error"] < 3e-3  # PyTorch's own fp16 on the same sequences
     assert set(written["op_histogram"]) == {"prefill", "decode"}
     assert written["size_bytes"] > 0 and written["seconds"] > 0
     assert {"convert", "save", "lint", "verify"} <= set(written["timings"])
