@@ -35,6 +35,7 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 from pydantic import BaseModel, ConfigDict, Field
+from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 from torch import Tensor, nn
 
@@ -370,6 +371,8 @@ class QATConfig(BaseModel):
 class QATHook(TrainerHook):
     """Turns QAT on in a :class:`~training.trainer.KDTrainer` once ``trainer.step >= start_step`` (checked at
     train start, so a resumed run past the start is under QAT from its first step, and after every step).
+    Resuming from a checkpoint written under QAT (it holds ``log_scale`` tensors) turns QAT on before the
+    checkpoint loads, so its scales and the optimizer's scale group are restored exactly.
 
     The scales join the optimizer as a parameter group without weight decay; the trainer's schedule sets its
     learning rate like every other group's.
@@ -385,11 +388,21 @@ class QATHook(TrainerHook):
     def _maybe_enable(self, trainer: KDTrainer) -> None:
         if self.enabled_at is not None or trainer.step < self.start_step:
             return
+        self._enable(trainer)
+        self.enabled_at = trainer.step
+
+    def before_resume(self, trainer: KDTrainer, checkpoint: Path) -> None:
+        with safe_open(str(checkpoint / "model.safetensors"), framework="pt") as f:
+            under_qat = any(name.endswith("." + LOG_SCALE) for name in f.keys())  # noqa: SIM118
+        if under_qat and self.enabled_at is None:
+            self._enable(trainer)
+            self.enabled_at = self.start_step
+
+    def _enable(self, trainer: KDTrainer) -> None:
         params = enable_qat(trainer.student, learn_scales=self.learn_scales)
         if params:
             lr = trainer.optimizer.param_groups[0]["lr"]
             trainer.optimizer.add_param_group({"params": params, "weight_decay": 0.0, "lr": lr})
-        self.enabled_at = trainer.step
 
     def on_train_start(self, trainer: KDTrainer) -> None:
         self._maybe_enable(trainer)

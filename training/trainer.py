@@ -160,6 +160,10 @@ class TrainerHook:
     it may also block (e.g. while a run is paused): the loop waits for it.
     """
 
+    def before_resume(self, trainer: KDTrainer, checkpoint: Path) -> None:
+        """Before ``checkpoint`` is loaded into the student and optimizer: a hook that changes the model or
+        the optimizer's parameter groups (e.g. QAT) restores that structure here so the state fits."""
+
     def on_train_start(self, trainer: KDTrainer) -> None:
         """Once, after resume and before the first step."""
 
@@ -370,6 +374,8 @@ class KDTrainer:
                     f"cannot resume {path}: config key {key!r} changed from {old!r} to {locked_now.get(key)!r}; "
                     "use a new out_dir (or resume=never) to start a different run"
                 )
+        for hook in self.hooks:
+            hook.before_resume(self, path)
         state = load_checkpoint(path, self.student, self.optimizer)
         self.step = int(state["step"])
         self.stream.load_state_dict(state["data"])

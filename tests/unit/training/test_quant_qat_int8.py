@@ -5,10 +5,12 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 import torch
 from kd_helpers import make_tiny_setup, tiny_config
+from safetensors.torch import load_file
 from torch import nn
 
 from training.evaluation import evaluate_task
@@ -234,3 +236,25 @@ def test_int8_accuracy_of_a_qat_model_is_its_own_accuracy(tiny_config: ModelConf
     examples = [dict(e) for e in generate(4, 0)]
     assert int8_accuracy(model, tiny_tokenizer, examples, max_new_tokens=6) == evaluate_task(
         model, tiny_tokenizer, examples, "arithmetic", 6)
+
+
+def test_resume_under_qat_equals_the_uninterrupted_qat_run(tmp_path: Path) -> None:
+    """A run stopped after QAT started resumes (scales, scale optimizer group and all) and ends with the
+    same weights and scales as the run that was never interrupted."""
+    setup = make_tiny_setup(tmp_path / "setup", n_train=32, n_val=4, teacher=False)
+
+    def config(out: str) -> Any:
+        return tiny_config(setup, tmp_path / out, optim={"max_steps": 6, "warmup_steps": 1},
+                           eval={"every": 6, "generate_examples": 0}, checkpoint={"every": 6, "keep_last": 2})
+
+    full = KDTrainer(config("full"), hooks=[QATHook(start_step=2)]).train()
+    part = KDTrainer(config("split"), hooks=[QATHook(start_step=2)], stop_after_steps=4).train()
+    assert part.status == "stopped_early" and part.step == 4
+    hook = QATHook(start_step=2)
+    rest = KDTrainer(config("split"), hooks=[hook]).train()
+    assert rest.status == "completed" and rest.step == 6 and hook.enabled_at == 2
+    assert full.student_dir is not None and rest.student_dir is not None
+    a, b = load_file(full.student_dir / "model.safetensors"), load_file(rest.student_dir / "model.safetensors")
+    assert any(k.endswith("log_scale") for k in a) and a.keys() == b.keys()
+    for key in a:
+        assert torch.equal(a[key], b[key]), key
