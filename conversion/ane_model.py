@@ -8,7 +8,9 @@ Follows Apple's "Deploying Transformers on the Apple Neural Engine" (ml-ane-tran
 * masks are additive float tensors in the (1, S_k, 1, S_q) layout of the attention weights;
 * grouped-query attention repeats each key/value head explicitly (no ``enable_gqa``);
 * the lm_head is split into chunks of at most :data:`ANE_MAX_DIM` rows along the vocabulary;
-* RMSNorm is fp16-safe (:class:`Fp16SafeRMSNorm`).
+* RMSNorm is fp16-safe and becomes one fused ``layer_norm`` op (:class:`Fp16SafeRMSNorm`): one fp16
+  rounding per norm instead of six, which brought the trained ``make distill`` student's fp16 logits
+  error from 4.8e-3 to 2.9e-3 (relative to the largest logit).
 
 Further exact rewrites: the attention scale ``1/sqrt(head_dim)`` is folded into the query weights,
 RoPE's ``rotate_half`` (a signed permutation) is folded into extra projection rows, q/k/v share one
