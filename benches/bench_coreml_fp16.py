@@ -1,6 +1,8 @@
 """How far a converted Core ML fp16 program is from its fp32 student, next to PyTorch's own fp16.
 
-    .venv/bin/python benches/bench_coreml_fp16.py STUDENT_DIR PACKAGE.mlpackage [--data test.jsonl] [-n 48]
+    .venv/bin/python benches/bench_coreml_fp16.py [STUDENT_DIR PACKAGE.mlpackage] [--data test.jsonl] [-n 48]
+
+Defaults: the `make distill` student and its Core ML package (runs/toy/...); run `make distill` first.
 
 For each of ``n`` held-out sequences (prompt + gold completion, encoded with the artifact's tokenizer,
 BOS first) it computes the relative logits error ``max|x - ref| / max|ref|`` against the fp32 student of
@@ -49,11 +51,15 @@ def sequences(student_dir: Path, data: Path, count: int, limit: int) -> list[lis
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("student", type=Path)
-    parser.add_argument("package", type=Path)
+    parser.add_argument("student", type=Path, nargs="?", default=Path("runs/toy/student"))
+    parser.add_argument("package", type=Path, nargs="?", default=Path("runs/toy/coreml/student.mlpackage"))
     parser.add_argument("--data", type=Path, default=Path("runs/toy/data/test.jsonl"))
     parser.add_argument("-n", type=int, default=48, help="sequences (a multiple of 4)")
     args = parser.parse_args(argv)
+    missing = [str(p) for p in (args.student, args.package, args.data) if not p.exists()]
+    if missing:
+        print(f"SKIPPED: {', '.join(missing)} not found; run `make distill` first (or pass paths)")
+        return 0
     torch.set_num_threads(1)
     student = Student.from_pretrained(str(args.student)).float().eval()
     half = copy.deepcopy(student).half().eval()
