@@ -36,7 +36,7 @@ class TrainStream:
         self.quarantine.check()
         check_lengths(self.length_report, data.max_truncated_share, data.truncate)
         stream_cfg = StreamConfig(max_length=data.max_length, batch_size=data.batch_size * world_size,
-                                  truncate=data.truncate,
+                                  truncate=data.truncate, batching=data.batching,
                                   shuffle_buffer=data.shuffle_buffer, seed=cfg.seed, drop_last=True)
         self.stream = ExampleStream(data.train, tokenizer, stream_cfg,
                                     quarantine=QuarantineLog(self.quarantine.path.with_suffix(".stream.jsonl"),

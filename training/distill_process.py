@@ -93,6 +93,8 @@ class ProcessConfig(KDConfig):
     def _no_chunked_loss(self) -> ProcessConfig:
         if self.loss.chunked:
             raise ValueError("loss.chunked=true is not supported with process supervision (per-token weights)")
+        if self.data.batching != "bucket":
+            raise ValueError("data.batching=pack is not supported with process supervision (one example a row)")
         return self
 
 

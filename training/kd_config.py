@@ -50,7 +50,10 @@ class DataSection(_Strict):
     train: list[str]
     val: list[str] = []
     max_length: int = Field(128, gt=1)
-    batch_size: int = Field(16, gt=0, description="examples per micro-batch")
+    batch_size: int = Field(16, gt=0, description="rows per micro-batch: examples, or packed rows with batching=pack")
+    batching: Literal["bucket", "pack"] = Field(
+        "bucket", description="bucket: one example a row, similar lengths together; pack: several examples a "
+                              "row (up to max_length tokens), attention kept within each example")
     shuffle_buffer: int = Field(1024, gt=0)
     truncate: bool = Field(False, description="truncate over-long examples instead of refusing to start")
     max_truncated_share: float = Field(0.0, ge=0, le=1)

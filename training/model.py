@@ -93,6 +93,34 @@ def build_attention_bias(
     return torch.where(allowed, zero, neg)
 
 
+def block_causal_mask(sequence_ids: Tensor) -> Tensor:
+    """Boolean attention mask (B, T, T) from ``sequence_ids`` (B, T): True where query i may attend key j.
+
+    Allowed iff ``j <= i`` and both tokens belong to the same example (same non-zero id; packed rows
+    number their examples 1, 2, ... and 0 marks padding). A padding query attends only to itself, so no
+    softmax row is empty (its output is ignored by the loss).
+    """
+    if sequence_ids.dim() != 2:
+        raise ValueError(f"sequence_ids must be (B, T), got shape {tuple(sequence_ids.shape)}")
+    width = sequence_ids.shape[1]
+    same = sequence_ids[:, :, None] == sequence_ids[:, None, :]
+    real = (sequence_ids != 0)[:, :, None] & (sequence_ids != 0)[:, None, :]
+    causal = torch.ones(width, width, dtype=torch.bool, device=sequence_ids.device).tril()
+    diagonal = torch.eye(width, dtype=torch.bool, device=sequence_ids.device)
+    return (same & real & causal) | diagonal
+
+
+def packed_position_ids(sequence_ids: Tensor) -> Tensor:
+    """Positions (B, T) that restart at 0 for each example of packed rows (``sequence_ids`` (B, T), examples
+    contiguous); padding (id 0) gets 0."""
+    width = sequence_ids.shape[1]
+    index = torch.arange(width, device=sequence_ids.device).expand_as(sequence_ids)
+    starts = torch.ones_like(sequence_ids, dtype=torch.bool)
+    starts[:, 1:] = sequence_ids[:, 1:] != sequence_ids[:, :-1]
+    first = torch.where(starts, index, torch.zeros_like(index)).cummax(dim=1).values
+    return torch.where(sequence_ids != 0, index - first, torch.zeros_like(index))
+
+
 class Attention(nn.Module):
     """Grouped-query self-attention with rotary position embeddings."""
 
@@ -246,6 +274,7 @@ class Student(nn.Module):
         inputs_embeds: Tensor | None = None,
         attention_mask: Tensor | None = None,
         position_ids: Tensor | None = None,
+        sequence_ids: Tensor | None = None,
         past_key_values: list[LayerCache] | None = None,
         use_cache: bool = False,
         output_hidden_states: bool = False,
@@ -256,6 +285,9 @@ class Student(nn.Module):
         input_ids: (B, T) token ids, or inputs_embeds: (B, T, H) (exactly one of the two);
         attention_mask: (B, T_past + T), 1 for real tokens, 0 for (left) padding; position_ids: (B, T),
         by default counted from the cache length (or from the first real token when a mask is given);
+        sequence_ids: (B, T) for packed rows (several examples a row, numbered 1, 2, ...; 0 = padding):
+        attention stays causal within each example (:func:`block_causal_mask`) and default positions
+        restart per example; ``attention_mask`` is then ignored and no cache may be passed;
         past_key_values: the cache from a previous call. Returns a :class:`StudentOutput`.
         """
         if (input_ids is None) == (inputs_embeds is None):
@@ -263,10 +295,19 @@ class Student(nn.Module):
         x = self.model.embed_tokens(input_ids) if inputs_embeds is None else inputs_embeds
         b, t, _ = x.shape
         past_len = 0 if not past_key_values else past_key_values[0][0].shape[2]
-        if position_ids is None:
-            position_ids = default_position_ids(attention_mask, b, past_len, t, x.device)
+        if sequence_ids is not None:
+            if past_key_values:
+                raise ValueError("packed rows (sequence_ids) cannot be combined with a KV cache")
+            if position_ids is None:
+                position_ids = packed_position_ids(sequence_ids)
+            allowed = block_causal_mask(sequence_ids)[:, None]
+            bias = torch.where(allowed, torch.zeros((), dtype=x.dtype, device=x.device),
+                               torch.full((), torch.finfo(x.dtype).min, dtype=x.dtype, device=x.device))
+        else:
+            if position_ids is None:
+                position_ids = default_position_ids(attention_mask, b, past_len, t, x.device)
+            bias = build_attention_bias(attention_mask, t, past_len + t, x.dtype, x.device, b)
         cos, sin = rope_cos_sin(position_ids, self.rope_inv_freq, x.dtype)
-        bias = build_attention_bias(attention_mask, t, past_len + t, x.dtype, x.device, b)
         hidden: list[Tensor] | None = [x] if output_hidden_states else None
         new_cache: list[LayerCache] = []
         for i, layer in enumerate(self.model.layers):

@@ -24,6 +24,7 @@ from torch import Tensor
 
 from training.artifact import verify_manifest
 from training.checkpoint import latest_valid_checkpoint, load_checkpoint, save_checkpoint
+from training.data.unpack import Unpacked
 from training.data_adapter import TrainStream, load_eval_examples, val_batches
 from training.distributed import (
     DistInfo,
@@ -40,12 +41,12 @@ from training.losses import cross_entropy, kd_divergence, sparse_topk_kl
 from training.model import Student
 from training.model_config import ModelConfig
 from training.schedule import warmup_cosine
-from training.teachers import build_teacher, ensure_same_vocabulary
+from training.teachers import TeacherTargets, build_teacher, ensure_same_vocabulary
 from training.tokenizer import DistilleryTokenizer
 
 # Keys that must not change when a run resumes: a different value would silently train another model.
 LOCKED_KEYS = ("student", "init_from", "tokenizer", "teacher", "data.max_length", "seed", "optim.max_steps",
-               "optim.grad_accum", "data.batch_size")
+               "optim.grad_accum", "data.batch_size", "data.batching")
 
 
 class TrainingDiverged(RuntimeError):
@@ -229,12 +230,28 @@ class KDTrainer:
                              pad_token_id=self.tokenizer.pad_id)
         return Student(config).train()
 
+    def _teacher_targets(self, ids: Tensor, mask: Tensor, unpacked: Unpacked | None) -> TeacherTargets:
+        """Teacher targets for a batch; for packed rows the teacher gets one example a row and its targets
+        are merged back into the packed layout (any teacher source works, none sees across examples)."""
+        assert self.teacher is not None
+        if unpacked is None:
+            return self.teacher.targets(ids, mask)
+        got = self.teacher.targets(unpacked.input_ids, unpacked.attention_mask)
+        if got.is_sparse:
+            assert got.topk_ids is not None and got.topk_logprobs is not None
+            return TeacherTargets(topk_ids=unpacked.merge(got.topk_ids),
+                                  topk_logprobs=unpacked.merge(got.topk_logprobs))
+        assert got.logits is not None
+        return TeacherTargets(logits=unpacked.merge(got.logits))
+
     # ---- losses ------------------------------------------------------------------------------------
     def micro_batch_loss(self, batch: dict[str, Tensor], normalizer: float) -> tuple[Tensor, dict[str, float]]:
         """Loss of one micro-batch, normalized by the optimizer step's target-token count."""
         cfg = self.cfg.loss
         ids, mask, labels = batch["input_ids"], batch["attention_mask"], batch["labels"]
         pos = batch.get("position_ids")
+        seq = batch["sequence_ids"] if self.cfg.data.batching == "pack" else None
+        unpacked = None if seq is None else Unpacked.split(ids, seq, self.tokenizer.pad_id)
         target = labels != -100
         autocast = torch.autocast("cpu", dtype=torch.bfloat16, enabled=self.cfg.bf16)
         terms: dict[str, float] = {}
@@ -242,11 +259,15 @@ class KDTrainer:
             from training.chunked_loss import chunked_kd_ce_loss
 
             with autocast:
-                hidden = self.student.run(ids, attention_mask=mask, position_ids=pos,
+                hidden = self.student.run(ids, attention_mask=mask, position_ids=pos, sequence_ids=seq,
                                           compute_logits=False).last_hidden_state
             h = hidden.float().reshape(-1, hidden.shape[-1])
             if self.teacher is not None:
-                t_hidden = self.teacher.final_hidden(ids, mask).float()
+                if unpacked is None:
+                    t_hidden = self.teacher.final_hidden(ids, mask).float()
+                else:  # the teacher sees one example a row; its states go back to the packed layout
+                    t_hidden = unpacked.merge(self.teacher.final_hidden(unpacked.input_ids,
+                                                                        unpacked.attention_mask).float())
                 th = t_hidden.reshape(-1, t_hidden.shape[-1])
                 t_weight = self.teacher.lm_head_weight.float()
                 kd_w = cfg.kd_weight
@@ -261,7 +282,7 @@ class KDTrainer:
             terms["loss"] = float(loss.detach())
             return loss, terms
         with autocast:
-            logits = self.student.run(ids, attention_mask=mask, position_ids=pos).logits
+            logits = self.student.run(ids, attention_mask=mask, position_ids=pos, sequence_ids=seq).logits
         assert logits is not None
         logits = logits.float()
         ce = cross_entropy(logits, labels, label_smoothing=cfg.label_smoothing, normalizer=normalizer)
@@ -269,7 +290,7 @@ class KDTrainer:
         terms["ce"] = float(ce.detach())
         if self.teacher is not None and cfg.kd_weight > 0:
             with autocast:
-                targets = self.teacher.targets(ids, mask)
+                targets = self._teacher_targets(ids, mask, unpacked)
             if targets.is_sparse:
                 assert targets.topk_ids is not None and targets.topk_logprobs is not None
                 kd = sparse_topk_kl(logits, targets.topk_ids, targets.topk_logprobs.float(), mask=target,

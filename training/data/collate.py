@@ -10,6 +10,9 @@ import torch
 from torch import Tensor
 
 from training.data.encoding import IGNORE_INDEX, EncodedExample
+from training.model import block_causal_mask
+
+__all__ = ["PackedRow", "Row", "block_causal_mask", "collate"]
 
 
 class Row(Protocol):
@@ -94,19 +97,3 @@ def collate(batch: Sequence[Row], pad_id: int) -> dict[str, Tensor]:
         "sequence_ids": sequence_ids,
         "num_target_tokens": (labels != IGNORE_INDEX).sum(),
     }
-
-
-def block_causal_mask(sequence_ids: Tensor) -> Tensor:
-    """Boolean attention mask (B, T, T) from ``sequence_ids`` (B, T): True where query i may attend key j.
-
-    Allowed iff ``j <= i`` and both tokens belong to the same example (same non-zero id). A padding query
-    attends only to itself, so no softmax row is empty (its output is ignored by the loss).
-    """
-    if sequence_ids.dim() != 2:
-        raise ValueError(f"sequence_ids must be (B, T), got shape {tuple(sequence_ids.shape)}")
-    width = sequence_ids.shape[1]
-    same = sequence_ids[:, :, None] == sequence_ids[:, None, :]
-    real = (sequence_ids != 0)[:, :, None] & (sequence_ids != 0)[:, None, :]
-    causal = torch.ones(width, width, dtype=torch.bool, device=sequence_ids.device).tril()
-    diagonal = torch.eye(width, dtype=torch.bool, device=sequence_ids.device)
-    return (same & real & causal) | diagonal
