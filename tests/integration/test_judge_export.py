@@ -96,3 +96,44 @@ def test_judge_backbone_goes_through_the_student_coreml_conversion(judge_dir: Pa
     assert out.is_dir()
     report = json.loads(out.with_suffix(".report.json").read_text())
     assert report["passed"] and report["errors"] == []
+
+
+def test_full_judge_converts_to_coreml_and_matches_pytorch(judge_dir: Path, tmp_path: Path) -> None:
+    from arbiter.judge_coreml import main as judge_coreml_main
+    from arbiter.judge_coreml import report_file
+
+    out = tmp_path / "judge.mlpackage"
+    assert judge_coreml_main([str(judge_dir), "--out", str(out), "--pairs", "4"]) == 0
+    report = json.loads(report_file(out).read_text())
+    assert report["passed"] and report["errors"] == [] and out.is_dir()
+    assert report["outputs"] == ["score", "clause_logits", "step_logits"]
+    assert report["inputs"] == ["input_ids", "attention_mask", "response_mask", "mask"]
+    checks = report["checks"]
+    assert checks["inputs_checked"] == 2 * (2 + 4) and checks["decision_flips"] == []
+    assert max(checks["rewrite_max_abs_error"].values()) < 1e-4
+    # fp16 rounds (errors are not 0) but stays within 0.02 logits + 0.3% of the reference
+    assert all(v > 0 for v in checks["program_max_abs_error"].values()), checks
+    assert all(0 < v <= 1.0 for v in checks["tolerance_used"].values()), checks
+    assert report["lint"]["errors"] == 0
+
+
+def test_judge_coreml_verification_catches_a_wrong_reference(judge_dir: Path, tmp_path: Path) -> None:
+    from arbiter.judge_coreml import AneJudge, JudgeCoreMLOptions, check_inputs, convert, verify
+    from arbiter.judge_training.artifact import load_judge
+    from conversion.mil_executor import MilFunction
+
+    judge, spec, tokenizer = load_judge(judge_dir)
+    options = JudgeCoreMLOptions(pairs=1)
+    module = AneJudge(judge).eval()
+    function = MilFunction(convert(module, options)._mil_program, "main")
+    with torch.no_grad():
+        judge.score_head.bias.add_(0.5)  # the reference now disagrees with the program by 0.5
+    checks = verify(judge, module, function, check_inputs(tokenizer, spec.max_length, 1), options)
+    assert checks["program_max_abs_error"]["score"] > 0.4
+
+
+def test_judge_coreml_refuses_a_plain_student(tiny_artifact: Path, tmp_path: Path) -> None:
+    from arbiter.judge_coreml import main as judge_coreml_main
+
+    assert judge_coreml_main([str(tiny_artifact), "--out", str(tmp_path / "x.mlpackage")]) == 2
+    assert not (tmp_path / "x.mlpackage").exists()
