@@ -413,12 +413,13 @@ def quantized_reference(module: nn.Module, program: Any, functions: list[str], m
     return reference.eval(), info
 
 
-def module_reference(module: nn.Module) -> Callable[[list[int]], np.ndarray]:
-    """Logits (T, V) of a prefill-style module (ANE or plain) in fp32."""
+def module_reference(module: nn.Module, dtype: torch.dtype = torch.float32) -> Callable[[list[int]], np.ndarray]:
+    """Logits (T, V) of a prefill-style module (ANE or plain) whose parameters are ``dtype``, as fp32."""
 
     @torch.no_grad()
     def run(tokens: list[int]) -> np.ndarray:
-        return module(torch.tensor([tokens], dtype=torch.int32), prefill_mask(len(tokens)))[0].float().numpy()
+        mask = prefill_mask(len(tokens), dtype)
+        return module(torch.tensor([tokens], dtype=torch.int32), mask)[0].float().numpy()
 
     return run
 
@@ -433,18 +434,14 @@ def student_reference(student: Student) -> Callable[[list[int]], np.ndarray]:
     return run
 
 
-@torch.no_grad()
-def pytorch_fp16_rel_error(student: Student, sequences: Sequence[list[int]]) -> float:
-    """Largest relative logits error (as :func:`conversion.mil_executor.rel_error`) of the student run in
-    fp16 by PyTorch against itself in fp32, over ``sequences``: the error fp16 arithmetic alone costs."""
+def pytorch_fp16_rel_error(reference: Callable[[list[int]], np.ndarray], half: Callable[[list[int]], np.ndarray],
+                           sequences: Sequence[list[int]]) -> float:
+    """Largest relative logits error (as :func:`conversion.mil_executor.rel_error`) of ``half`` (the
+    reference model run in fp16 by PyTorch) against ``reference`` (fp32), over ``sequences``: what fp16
+    arithmetic alone costs this model."""
     from conversion.mil_executor import rel_error
 
-    half = copy.deepcopy(student).half().eval()
-    worst = 0.0
-    for tokens in sequences:
-        ids = torch.tensor([tokens])
-        worst = max(worst, rel_error(half(ids)[0].float().numpy(), student(ids)[0].float().numpy()))
-    return worst
+    return max((rel_error(half(tokens), reference(tokens)) for tokens in sequences), default=0.0)
 
 
 # ---- prompts --------------------------------------------------------------------------------------
@@ -520,10 +517,12 @@ def export_coreml(student_dir: str | Path, out: str | Path, options: CoreMLOptio
         t = lap("lint", t)
 
         reference = student_reference(student)
+        half_reference = student_reference(copy.deepcopy(student).half().eval())
         if options.quantize != "none":
             quant_module, quant_info = quantized_reference(prefill, program, report.functions, options.quantize,
                                                            options.precision)
             reference = module_reference(quant_module)
+            half_reference = module_reference(copy.deepcopy(quant_module).half().eval(), torch.float16)
             checks.reference = f"converted module with the program's dequantized {options.quantize} weights"
             checks.quantization = quant_info
         runner = ExecutorRunner(out, pad_id=config.pad_token_id)
@@ -540,7 +539,7 @@ def export_coreml(student_dir: str | Path, out: str | Path, options: CoreMLOptio
         _check(report, "decode_rel_error", result.decode_rel_error, FP16_TOLERANCE)
         if options.precision == "fp16":
             checks.pytorch_fp16_rel_error = pytorch_fp16_rel_error(
-                student, [r["prompt"] + r["reference"][:-1] for r in result.greedy])
+                reference, half_reference, [r["prompt"] + r["reference"][:-1] for r in result.greedy])
         if not result.greedy_consistent:
             report.errors.append("greedy tokens diverge from the reference beyond a near tie")
         if checks.quantization is not None:

@@ -37,8 +37,9 @@ class LintSummary(BaseModel):
 class Checks(BaseModel):
     """Numeric checks. ``None`` means not run (e.g. no decode function without ``--stateful``).
 
-    ``pytorch_fp16_rel_error`` is context, not a check: the same relative error for the PyTorch student
-    itself run in fp16 (``.half()``) on the same sequences, i.e. what fp16 arithmetic costs this model.
+    ``pytorch_fp16_rel_error`` is context, not a check: the same relative error for the reference itself
+    run in fp16 by PyTorch (``.half()``) on the same sequences, i.e. what fp16 arithmetic costs this model
+    (the reference: the student, or with ``--quantize`` the converted module with dequantized weights).
     """
 
     ane_rewrite_max_abs_error: float | None = None
