@@ -288,6 +288,8 @@ def test_hidden_projector_structure_and_map() -> None:
     assert uniform_layer_map(4, 12) == {0: 2, 1: 5, 2: 8, 3: 11}
     assert uniform_layer_map(3, 3) == {0: 0, 1: 1, 2: 2}
     assert uniform_layer_map(1, 5) == {0: 4}
+    spread = uniform_layer_map(2, 5)  # floor division: 5 / 2 = 2.5 teacher layers a student layer
+    assert spread == {0: 1, 1: 4} and all(type(v) is int for v in spread.values())
     same = HiddenProjector(8, 8, {0: 1, 1: 3})
     assert list(same.parameters()) == []
     x = torch.randn(2, 8)
@@ -300,7 +302,7 @@ def test_hidden_projector_structure_and_map() -> None:
         wide(2, x)
     with pytest.raises(ValueError):
         wide(0, torch.randn(2, 7))
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match="num_student_layers <= num_teacher_layers, got 5, 4"):
         uniform_layer_map(5, 4)
     with pytest.raises(ValueError):
         HiddenProjector(8, 8, {})
@@ -705,5 +707,9 @@ def test_combined_loss_with_topk_teacher_and_errors() -> None:
         combined_kd_loss(s, KDLossWeights(kd=0.0, hidden=1.0))
     # kd=0 and ce only: no teacher needed
     labels = torch.tensor([0, 1, 2, -100, 4, 5])
-    ce_only, _ = combined_kd_loss(s, KDLossWeights(kd=0.0, ce=1.0), labels=labels)
+    ce_only, ce_terms = combined_kd_loss(s, KDLossWeights(kd=0.0, ce=1.0), labels=labels)
     torch.testing.assert_close(ce_only, cross_entropy(s, labels))
+    assert ce_terms["kd"] == 0.0 and ce_terms["hidden"] == 0.0  # terms with weight 0 report 0.0
+    # bf16 logits: the loss is accumulated in float32
+    bf16_total, _ = combined_kd_loss(s.detach().bfloat16(), KDLossWeights(kd=0.0, ce=1.0), labels=labels)
+    assert bf16_total.dtype == torch.float32
