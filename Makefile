@@ -42,8 +42,12 @@ test-integration: setup  ## integration tests only
 distill: setup  ## bundled end-to-end pipeline: KD vs scratch, exports; OUT=dir (default runs/toy)
 	$(BIN)/python -m training.pipeline --config configs/toy.yaml --out $(OUT)
 
-judge: setup  ## train a judge on the bundled arithmetic task; OUT=dir (default runs/judge)
-	$(BIN)/python -m arbiter.judge_training.train --config configs/judge.yaml --out $(if $(filter runs/toy,$(OUT)),runs/judge,$(OUT))
+JUDGE_OUT = $(if $(filter runs/toy,$(OUT)),runs/judge,$(OUT))
+
+judge: setup  ## train a judge on the bundled arithmetic task, export it to ONNX and Core ML; OUT=dir (default runs/judge)
+	$(BIN)/python -m arbiter.judge_training.train --config configs/judge.yaml --out $(JUDGE_OUT)
+	$(BIN)/python -m arbiter.judge_export $(JUDGE_OUT)/judge --out $(JUDGE_OUT)/onnx
+	$(BIN)/python -m arbiter.judge_coreml $(JUDGE_OUT)/judge --out $(JUDGE_OUT)/coreml/judge.mlpackage
 
 reasoning: setup  ## no-CoT / CoT / latent / process students and int8 QAT; OUT=dir (default runs/reasoning)
 	$(BIN)/python -m training.reasoning_pipeline --config configs/reasoning.yaml --out $(if $(filter runs/toy,$(OUT)),runs/reasoning,$(OUT))
