@@ -49,7 +49,7 @@ from torch import Tensor, nn
 from arbiter.judge_training.artifact import load_judge
 from arbiter.judge_training.encoding import EncodedInput, encode_input
 from arbiter.judge_training.model import JudgeModel
-from conversion.ane_model import AneConfig, AneCore, prefill_mask, rope_tables
+from conversion.ane_model import AnePrefill, prefill_mask
 from training.artifact import ArtifactError
 from training.tasks.arithmetic import generate as generate_arithmetic
 from training.tasks.arithmetic_corrupt import corrupt
@@ -91,10 +91,7 @@ class AneJudge(nn.Module):
     def __init__(self, judge: JudgeModel) -> None:
         super().__init__()
         backbone = judge.backbone
-        self.core = AneCore(backbone, AneConfig())
-        cos, sin = rope_tables(backbone.config, backbone.config.max_position_embeddings, backbone.rope_inv_freq)
-        self.register_buffer("rope_cos", cos, persistent=False)
-        self.register_buffer("rope_sin", sin, persistent=False)
+        self.backbone = AnePrefill(backbone)
         self.surprise_features = judge.surprise_features
         self.vocab_size = backbone.config.vocab_size
         self.register_buffer("vocab_ids", torch.arange(backbone.config.vocab_size, dtype=torch.int32),
@@ -128,18 +125,10 @@ class AneJudge(nn.Module):
 
     def forward(self, input_ids: Tensor, attention_mask: Tensor, *rest: Tensor) -> tuple[Tensor, ...]:
         response_mask, mask = rest if self.surprise_features else (None, rest[0])
-        core = self.core
-        x = core.embed(input_ids)
-        length = input_ids.shape[1]
-        cos, sin = self.rope_cos[:, :, :length], self.rope_sin[:, :, :length]
-        for layer in core.layers:
-            q, k, v = layer.self_attn.project(layer.input_layernorm(x), cos, sin)
-            x = x + layer.self_attn.attend(q, k, v, mask)
-            x = x + layer.mlp(layer.post_attention_layernorm(x))
-        features = core.norm(x)  # (1, H, 1, S)
+        features = self.backbone.hidden(input_ids, mask)  # (1, H, 1, S)
         if self.surprise_features:
             assert response_mask is not None
-            extra = self._surprise(core.lm_head(features), input_ids, response_mask)
+            extra = self._surprise(self.backbone.core.lm_head(features), input_ids, response_mask)
             features = torch.cat((features, extra), dim=1)  # (1, F, 1, S)
         following = torch.cat((attention_mask[:, 1:], attention_mask[:, :1] * 0), dim=1)
         last = (attention_mask - following)[:, None, None, :]  # (1, 1, 1, S): 1 at the last real token

@@ -323,7 +323,8 @@ class AnePrefill(nn.Module):
         self.register_buffer("rope_cos", cos, persistent=False)
         self.register_buffer("rope_sin", sin, persistent=False)
 
-    def forward(self, input_ids: Tensor, mask: Tensor) -> Tensor:
+    def hidden(self, input_ids: Tensor, mask: Tensor) -> Tensor:
+        """input_ids (1, S), mask (1, S, 1, S) -> final-norm hidden states (1, C, 1, S)."""
         core = self.core
         x = core.embed(input_ids)
         length = input_ids.shape[1]
@@ -332,7 +333,10 @@ class AnePrefill(nn.Module):
             q, k, v = layer.self_attn.project(layer.input_layernorm(x), cos, sin)
             x = x + layer.self_attn.attend(q, k, v, mask)
             x = x + layer.mlp(layer.post_attention_layernorm(x))
-        return core.lm_head(core.norm(x))
+        return core.norm(x)
+
+    def forward(self, input_ids: Tensor, mask: Tensor) -> Tensor:
+        return self.core.lm_head(self.hidden(input_ids, mask))
 
 
 class AneStatefulDecoder(nn.Module):
