@@ -49,12 +49,15 @@ class AneConfig:
     """Shape choices of the rewrite.
 
     lm_head_chunk: rows of each lm_head chunk (1..16384); cache_len: KV cache length of the stateful
-    decoder, a positive multiple of 32; cache_dtype: dtype of the cache buffers (fp16 for Core ML).
+    decoder, a positive multiple of 32; cache_dtype: dtype of the cache buffers (fp16 for Core ML);
+    attention: ``split`` (one einsum pair per head, ml-ane-transformers) or ``fused`` (one
+    ``scaled_dot_product_attention`` per layer, which Core ML turns into its iOS18 fused op).
     """
 
     lm_head_chunk: int = ANE_MAX_DIM
     cache_len: int = 256
     cache_dtype: torch.dtype = torch.float16
+    attention: str = "split"
 
     def __post_init__(self) -> None:
         if not 1 <= self.lm_head_chunk <= ANE_MAX_DIM:
@@ -63,6 +66,8 @@ class AneConfig:
             raise ValueError(f"cache_len must be a positive multiple of {STATE_ALIGNMENT}, got {self.cache_len}")
         if self.cache_dtype not in (torch.float16, torch.float32):
             raise ValueError(f"cache_dtype must be float16 or float32, got {self.cache_dtype}")
+        if self.attention not in ("split", "fused"):
+            raise ValueError(f"attention must be 'split' or 'fused', got {self.attention!r}")
 
 
 # ---- masks ----------------------------------------------------------------------------------------
@@ -172,13 +177,14 @@ def rope_tables(config: ModelConfig, positions: int, inv_freq: Tensor) -> tuple[
 class AneAttention(nn.Module):
     """Grouped-query attention in the (B, C, 1, S) layout, one einsum pair per head."""
 
-    def __init__(self, config: ModelConfig, source: nn.Module) -> None:
+    def __init__(self, config: ModelConfig, source: nn.Module, fused: bool = False) -> None:
         super().__init__()
         d = config.head_dim
         assert d is not None
         self.n_heads, self.n_kv, self.head_dim = config.num_attention_heads, config.num_key_value_heads, d
         self.q_dim, self.kv_dim = self.n_heads * d, self.n_kv * d
-        scale = 1.0 / math.sqrt(d)
+        self.fused = fused
+        scale = 1.0 if fused else 1.0 / math.sqrt(d)  # the fused op applies 1/sqrt(D) itself
         wq, wk, wv = source.q_proj.weight * scale, source.k_proj.weight, source.v_proj.weight
         weight = torch.cat((wq, rotate_half_rows(wq, self.n_heads, d), wk,
                             rotate_half_rows(wk, self.n_kv, d), wv))
@@ -193,7 +199,7 @@ class AneAttention(nn.Module):
 
     def project(self, x: Tensor, cos: Tensor, sin: Tensor) -> tuple[Tensor, Tensor, Tensor]:
         """x: (1, C, 1, S), cos/sin: (n_heads * D, 1, S) -> rotated q (1, H*D, 1, S), rotated k and v
-        (1, KV*D, 1, S). q already carries the 1/sqrt(D) scale."""
+        (1, KV*D, 1, S). With split attention q already carries the 1/sqrt(D) scale."""
         q, q_rot, k, k_rot, v = torch.split(
             self.qkv_proj(x), [self.q_dim, self.q_dim, self.kv_dim, self.kv_dim, self.kv_dim], dim=1)
         q = q * cos + q_rot * sin
@@ -201,7 +207,11 @@ class AneAttention(nn.Module):
         return q, k, v
 
     def attend(self, q: Tensor, k: Tensor, v: Tensor, mask: Tensor) -> Tensor:
-        """q: (1, H*D, 1, S_q); k, v: (1, KV*D, 1, S_k); mask (1, S_k, 1, S_q) -> (1, C, 1, S_q)."""
+        """q: (1, H*D, 1, S_q); k, v: (1, KV*D, 1, S_k); mask (1, S_k, 1, S_q) -> (1, C, 1, S_q).
+
+        With fused attention pass :func:`fused_bias` of the mask instead (computed once per forward)."""
+        if self.fused:
+            return self._attend_fused(q, k, v, mask)
         heads_q = q.split(self.head_dim, dim=1)  # H x (1, D, 1, S_q)
         heads_k = k.transpose(1, 3).split(self.head_dim, dim=3)  # KV x (1, S_k, 1, D)
         heads_v = v.split(self.head_dim, dim=1)  # KV x (1, D, 1, S_k)
@@ -213,6 +223,21 @@ class AneAttention(nn.Module):
             weights = weights.softmax(dim=1)
             outs.append(torch.einsum("bkhq,bchk->bchq", weights, heads_v[kv]))  # (1, D, 1, S_q)
         return self.o_proj(torch.cat(outs, dim=1))
+
+    def _attend_fused(self, q: Tensor, k: Tensor, v: Tensor, bias: Tensor) -> Tensor:
+        """One SDPA over groups: q as (1, KV, G, S_q, D), k and v as (1, KV, 1, S_k, D) (query head h reads
+        key/value head h // G, broadcast over G); bias (1, 1, 1, S_q, S_k) -> (1, C, 1, S_q)."""
+        d, groups, length = self.head_dim, self.n_heads // self.n_kv, q.shape[3]
+        qg = q.reshape(1, self.n_kv, groups, d, length).transpose(3, 4)
+        kg = k.reshape(1, self.n_kv, 1, d, k.shape[3]).transpose(3, 4)
+        vg = v.reshape(1, self.n_kv, 1, d, v.shape[3]).transpose(3, 4)
+        out = F.scaled_dot_product_attention(qg, kg, vg, attn_mask=bias)  # (1, KV, G, S_q, D)
+        return self.o_proj(out.transpose(3, 4).reshape(1, self.q_dim, 1, length))
+
+
+def fused_bias(mask: Tensor) -> Tensor:
+    """The additive mask (1, S_k, 1, S_q) in the fused attention layout (1, 1, 1, S_q, S_k)."""
+    return mask[:, :, 0, :].transpose(1, 2)[:, None, None]
 
 
 class AneMLP(nn.Module):
@@ -237,10 +262,10 @@ class AneMLP(nn.Module):
 class AneBlock(nn.Module):
     """Pre-norm decoder layer in the (B, C, 1, S) layout."""
 
-    def __init__(self, config: ModelConfig, source: nn.Module) -> None:
+    def __init__(self, config: ModelConfig, source: nn.Module, fused: bool = False) -> None:
         super().__init__()
         self.input_layernorm = _norm_from(source.input_layernorm, config)
-        self.self_attn = AneAttention(config, source.self_attn)
+        self.self_attn = AneAttention(config, source.self_attn, fused)
         self.post_attention_layernorm = _norm_from(source.post_attention_layernorm, config)
         self.mlp = AneMLP(source.mlp)
 
@@ -292,11 +317,16 @@ class AneCore(nn.Module):
         cfg = student.config
         self.model_config = cfg
         self.tied = cfg.tie_word_embeddings
-        self.layers = nn.ModuleList(AneBlock(cfg, layer) for layer in student.model.layers)
+        self.fused_attention = config.attention == "fused"
+        self.layers = nn.ModuleList(AneBlock(cfg, layer, self.fused_attention) for layer in student.model.layers)
         self.norm = _norm_from(student.model.norm, cfg)
         self.lm_head = ChunkedLMHead(student.lm_head.weight, config.lm_head_chunk)
         if not self.tied:
             self.embed_columns = nn.Parameter(student.model.embed_tokens.weight.detach().t().contiguous())
+
+    def attention_mask(self, mask: Tensor) -> Tensor:
+        """The additive mask (1, S_k, 1, S_q) in the layout the layers' attention takes."""
+        return fused_bias(mask) if self.fused_attention else mask
 
     def embed(self, input_ids: Tensor) -> Tensor:
         """input_ids (1, S) -> hidden (1, C, 1, S)."""
@@ -305,10 +335,15 @@ class AneCore(nn.Module):
         return torch.index_select(self.embed_columns, 1, input_ids[0]).unsqueeze(0).unsqueeze(2)
 
 
-def layout_budget(config: ModelConfig) -> dict[str, int]:
-    """Transposes and reshapes the rewrite needs: one K transpose per layer, one for the logits and
-    one after a tied embedding lookup; no reshapes. The lint flags programs that use more."""
-    return {"transpose": config.num_hidden_layers + 1 + int(config.tie_word_embeddings), "reshape": 0}
+def layout_budget(config: ModelConfig, attention: str = "split") -> dict[str, int]:
+    """Transposes and reshapes the rewrite needs. Split attention: one K transpose per layer, one for the
+    logits and one after a tied embedding lookup; no reshapes. Fused attention: q, k, v and the output
+    move to and from the op's (..., S, D) layout (4 transposes and 4 reshapes a layer) and the mask once.
+    The lint flags programs that use more."""
+    outside = 1 + int(config.tie_word_embeddings)
+    if attention == "fused":
+        return {"transpose": 4 * config.num_hidden_layers + outside + 1, "reshape": 4 * config.num_hidden_layers}
+    return {"transpose": config.num_hidden_layers + outside, "reshape": 0}
 
 
 class AnePrefill(nn.Module):
@@ -329,6 +364,7 @@ class AnePrefill(nn.Module):
         x = core.embed(input_ids)
         length = input_ids.shape[1]
         cos, sin = self.rope_cos[:, :, :length], self.rope_sin[:, :, :length]
+        mask = core.attention_mask(mask)
         for layer in core.layers:
             q, k, v = layer.self_attn.project(layer.input_layernorm(x), cos, sin)
             x = x + layer.self_attn.attend(q, k, v, mask)
@@ -376,6 +412,7 @@ class AneStatefulDecoder(nn.Module):
         sin = torch.index_select(self.rope_sin, 2, positions)
         start = position[0]
         end = start + length
+        mask = core.attention_mask(mask)
         for i, layer in enumerate(core.layers):
             q, k, v = layer.self_attn.project(layer.input_layernorm(x), cos, sin)
             self.key_cache[i:i + 1, :, :, start:end] = k.to(self.key_cache.dtype)

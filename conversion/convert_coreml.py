@@ -115,6 +115,7 @@ class CoreMLOptions(BaseModel):
     stateful: bool = True
     quantize: Literal["none", "int8", "int4", "palettize4"] = "none"
     ane: bool = True
+    attention: Literal["split", "fused"] = "split"
     precision: Literal["fp16", "fp32"] = "fp16"
     max_new_tokens: int = Field(16, ge=1, le=1024)
     cache_len: int | None = Field(None, gt=0)
@@ -153,6 +154,8 @@ class CoreMLOptions(BaseModel):
             raise ValueError("a stateful KV cache needs --target iOS18 (or pass --no-stateful)")
         if self.quantize == "int4" and self.target != "iOS18":
             raise ValueError("--quantize int4 (per-block) needs --target iOS18")
+        if self.attention == "fused" and (self.target != "iOS18" or not self.ane):
+            raise ValueError("--attention fused needs --target iOS18 and the ANE rewrite (--ane)")
         return self
 
     @property
@@ -183,14 +186,15 @@ def resolve_cache_len(options: CoreMLOptions, config: ModelConfig) -> int:
 def build_prefill(student: Student, options: CoreMLOptions) -> nn.Module:
     """The prefill module (ANE rewrite, or the student's own modules with ``ane=False``), in eval mode."""
     if options.ane:
-        return AnePrefill(student, AneConfig(lm_head_chunk=options.lm_head_chunk)).eval()
+        return AnePrefill(student, AneConfig(lm_head_chunk=options.lm_head_chunk, attention=options.attention)).eval()
     return PlainPrefill(student).eval()
 
 
 def build_decoder(student: Student, options: CoreMLOptions, cache_len: int,
                   cache_dtype: torch.dtype = torch.float16) -> nn.Module:
     """The stateful decoder with a ``cache_len`` KV cache of ``cache_dtype``, in eval mode."""
-    config = AneConfig(lm_head_chunk=options.lm_head_chunk, cache_len=cache_len, cache_dtype=cache_dtype)
+    config = AneConfig(lm_head_chunk=options.lm_head_chunk, cache_len=cache_len, cache_dtype=cache_dtype,
+                       attention=options.attention)
     module = AneStatefulDecoder(student, config) if options.ane else PlainStatefulDecoder(student, config)
     return module.eval()
 
@@ -509,7 +513,7 @@ def export_coreml(student_dir: str | Path, out: str | Path, options: CoreMLOptio
         t = lap("save", t)
 
         program = load_program(out)
-        lint = lint_program(program, {name: layout_budget(config) for name in report.functions})
+        lint = lint_program(program, {name: layout_budget(config, options.attention) for name in report.functions})
         report.op_histogram = lint.op_histogram
         report.lint = LintSummary(**{k: v for k, v in lint.to_dict().items() if k != "op_histogram"})
         if options.ane and lint.errors:
@@ -604,6 +608,9 @@ def build_parser() -> argparse.ArgumentParser:
                         help="weight compression: int8 per-channel, int4 per-block (iOS18), 4-bit palettization")
     parser.add_argument("--ane", action=argparse.BooleanOptionalAction, default=True,
                         help="convert the ANE rewrite (default) or the student's own modules (--no-ane)")
+    parser.add_argument("--attention", choices=["split", "fused"], default="split",
+                        help="split: one einsum pair per head (ml-ane-transformers, default); fused: one "
+                             "scaled_dot_product_attention op per layer (iOS18)")
     parser.add_argument("--precision", choices=["fp16", "fp32"], default="fp16", help="compute precision")
     parser.add_argument("--max-new-tokens", type=int, default=16, help="greedy tokens generated per prompt")
     parser.add_argument("--cache-len", type=int, default=None,
@@ -621,7 +628,8 @@ def options_from_args(args: argparse.Namespace) -> CoreMLOptions:
     """Validate parsed flags into :class:`CoreMLOptions`."""
     fields: dict[str, Any] = {
         "target": args.target, "seq_lens": args.seq_lens, "stateful": args.stateful, "quantize": args.quantize,
-        "ane": args.ane, "precision": args.precision, "max_new_tokens": args.max_new_tokens,
+        "ane": args.ane, "attention": args.attention, "precision": args.precision,
+        "max_new_tokens": args.max_new_tokens,
         "cache_len": args.cache_len, "lm_head_chunk": args.lm_head_chunk,
     }
     if args.prompts is not None:

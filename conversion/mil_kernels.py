@@ -5,7 +5,7 @@
 ``silu``, ``read_state``, ``coreml_update_state``), ops whose ``value_inference`` serves shape
 propagation rather than evaluation (``concat`` gives up on tensors over 10 elements, ``reshape`` and
 ``cast`` read compile-time types, ``split`` and ``slice_by_index`` reject runtime shapes), and
-products, softmax, layer_norm and mean/sum reductions, which accumulate in fp32 for fp16 tensors (Core ML's GPU
+products, softmax, layer_norm, fused attention and mean/sum reductions, which accumulate in fp32 for fp16 tensors (Core ML's GPU
 and Neural Engine accumulate wider than fp16; numpy's fp16 einsum would not). Every other op runs
 its own ``value_inference`` on a view of the op whose inputs carry the runtime values
 (:class:`_RuntimeOp`); the program itself is never modified.
@@ -132,6 +132,20 @@ def layer_norm(op: Operation, a: Mapping[str, Value], states: dict[str, np.ndarr
     return out
 
 
+def scaled_dot_product_attention(op: Operation, a: Mapping[str, Value], states: dict[str, np.ndarray]
+                                 ) -> np.ndarray:
+    """iOS18 fused attention ``softmax(Q K^T / sqrt(E) + mask) V`` over the last two axes, batch axes
+    broadcast, computed in fp32 and rounded once (a fused op). A bool mask marks the allowed keys."""
+    q, k, v = _acc(a["query"]), _acc(a["key"]), _acc(a["value"])
+    scores = q @ np.swapaxes(k, -1, -2) / np.sqrt(np.float32(q.shape[-1]))
+    mask = a.get("attn_mask")
+    if mask is not None:
+        mask = np.asarray(mask)
+        scores = scores + (np.where(mask, 0.0, -np.inf).astype(np.float32) if mask.dtype == bool else _acc(mask))
+    weights = np.exp(scores - scores.max(axis=-1, keepdims=True))
+    return (weights / weights.sum(axis=-1, keepdims=True)) @ v
+
+
 def _reduce(fn: Callable[..., np.ndarray]) -> Kernel:
     def kernel(op: Operation, a: Mapping[str, Value], states: dict[str, np.ndarray]) -> np.ndarray:
         axes = a.get("axes")
@@ -239,6 +253,7 @@ KERNELS: dict[str, Kernel] = {
     "silu": silu,
     "softmax": softmax,
     "layer_norm": layer_norm,
+    "scaled_dot_product_attention": scaled_dot_product_attention,
     "reduce_mean": _reduce(np.mean),
     "reduce_sum": _reduce(np.sum),
     "matmul": matmul,

@@ -108,6 +108,8 @@ def test_config_rejects_ane_violations() -> None:
         AneConfig(lm_head_chunk=ANE_MAX_DIM + 1)
     with pytest.raises(ValueError, match="multiple of 32"):
         AneConfig(cache_len=100)
+    with pytest.raises(ValueError, match="attention"):
+        AneConfig(attention="flash")
 
 
 def _biased_tied_student() -> Student:
@@ -129,10 +131,11 @@ def student(request: pytest.FixtureRequest, tiny_student: Student) -> Student:
 
 
 @torch.no_grad()
-def test_prefill_equals_the_student_with_a_chunked_head(student: Student) -> None:
+@pytest.mark.parametrize("attention", ["split", "fused"])
+def test_prefill_equals_the_student_with_a_chunked_head(student: Student, attention: str) -> None:
     torch.manual_seed(5)
     ids = torch.randint(0, student.config.vocab_size, (1, 19))
-    prefill = AnePrefill(student, AneConfig(lm_head_chunk=64)).eval()
+    prefill = AnePrefill(student, AneConfig(lm_head_chunk=64, attention=attention)).eval()
     chunks = prefill.core.lm_head.chunks
     assert len(chunks) == -(-student.config.vocab_size // 64) >= 4
     # a tied embedding is read from the head's chunks, not stored a second time
@@ -145,11 +148,12 @@ def test_prefill_equals_the_student_with_a_chunked_head(student: Student) -> Non
 
 
 @torch.no_grad()
-def test_stateful_decoder_equals_the_student_chunk_then_steps(student: Student) -> None:
+@pytest.mark.parametrize("attention", ["split", "fused"])
+def test_stateful_decoder_equals_the_student_chunk_then_steps(student: Student, attention: str) -> None:
     torch.manual_seed(6)
     ids = torch.randint(0, student.config.vocab_size, (1, 12))
-    decoder = AneStatefulDecoder(student, AneConfig(lm_head_chunk=100, cache_len=32,
-                                                    cache_dtype=torch.float32)).eval()
+    decoder = AneStatefulDecoder(student, AneConfig(lm_head_chunk=100, cache_len=32, cache_dtype=torch.float32,
+                                                    attention=attention)).eval()
     ref = student(ids)[0]
     outs = [decoder(ids[:, :5].int(), torch.tensor([0], dtype=torch.int32), decode_mask(0, 5, 32))[0]]
     for p in range(5, 12):

@@ -81,6 +81,25 @@ def test_each_rmsnorm_is_one_fused_layer_norm(exported: tuple[Path, CoreMLReport
         assert "rsqrt" not in histogram, (function, histogram)
 
 
+def test_fused_attention_export_passes_with_one_attention_op_per_layer(tiny_artifact: Path, tmp_path: Path,
+                                                                        tiny_student: Student) -> None:
+    out = tmp_path / "fused.mlpackage"
+    options = CoreMLOptions(seq_lens="8,32", cache_len=32, max_new_tokens=4, prompts=DEFAULT_PROMPTS[:2],
+                            attention="fused")
+    report = export_coreml(tiny_artifact, out, options)
+    assert report.passed, report.errors
+    assert report.checks.prefill_rel_error is not None and 0 < report.checks.prefill_rel_error <= 3e-3
+    layers = tiny_student.config.num_hidden_layers
+    for function, histogram in report.op_histogram.items():
+        assert histogram.get("scaled_dot_product_attention") == layers, (function, histogram)
+        assert "einsum" not in histogram and "softmax" not in histogram
+    assert report.lint.errors == 0
+    # within the fused layout's transpose/reshape budget, nothing off the Neural Engine (the tiny model's
+    # 16-channel cache is the only warning: not a multiple of 32)
+    codes = {f["code"] for f in report.lint.findings if f["level"] == "warning"}
+    assert codes == {"STATE_ALIGNMENT"}, report.lint.findings
+
+
 def test_int4_export_checks_against_dequantized_weights(quantized: tuple[Path, CoreMLReport]) -> None:
     _, report = quantized
     assert report.passed, report.errors
@@ -118,6 +137,10 @@ def test_options_are_validated() -> None:
         CoreMLOptions(lm_head_chunk=20000)
     with pytest.raises(ValidationError):
         CoreMLOptions(seq_lens="0:8")
+    with pytest.raises(ValidationError, match="attention fused"):
+        CoreMLOptions(target="iOS17", attention="fused")
+    with pytest.raises(ValidationError, match="attention fused"):
+        CoreMLOptions(ane=False, attention="fused")
 
 
 def test_seq_lens_and_cache_resolution(tiny_student: Student) -> None:

@@ -199,6 +199,34 @@ def test_layer_norm_kernel_matches_torch_and_rounds_once(dtype: type) -> None:
     assert np.allclose(out, expected, rtol=2.0**-11 if dtype == np.float16 else 1e-5, atol=1e-6)
 
 
+def test_fused_attention_kernel_matches_torch_with_broadcast_batch_and_masks() -> None:
+    rng = np.random.default_rng(4)
+    q = rng.standard_normal((1, 2, 3, 5, 4)).astype(np.float32)  # (B, KV, G, L, E)
+    k = rng.standard_normal((1, 2, 1, 6, 4)).astype(np.float32)  # broadcast over G
+    v = rng.standard_normal((1, 2, 1, 6, 4)).astype(np.float32)
+    additive = np.where(rng.random((1, 1, 1, 5, 6)) < 0.3, -1e4, 0.0).astype(np.float32)
+    allowed = np.tril(np.ones((5, 6), dtype=bool), k=1)
+
+    @mb.program(input_specs=[mb.TensorSpec(shape=q.shape), mb.TensorSpec(shape=k.shape),
+                             mb.TensorSpec(shape=v.shape), mb.TensorSpec(shape=additive.shape)],
+                opset_version=ct.target.iOS18)
+    def prog(query, key, value, mask):  # type: ignore[no-untyped-def]
+        tiled_k = mb.tile(x=key, reps=[1, 1, 3, 1, 1])
+        tiled_v = mb.tile(x=value, reps=[1, 1, 3, 1, 1])
+        float_masked = mb.scaled_dot_product_attention(query=query, key=tiled_k, value=tiled_v, attn_mask=mask)
+        bool_masked = mb.scaled_dot_product_attention(query=query, key=tiled_k, value=tiled_v, attn_mask=allowed)
+        return float_masked, bool_masked
+
+    got_float, got_bool = MilFunction(prog)({"query": q, "key": k, "value": v, "mask": additive}).values()
+    tq, tk, tv = (torch.from_numpy(x.astype(np.float64)) for x in (q, k, v))
+    want_float = torch.nn.functional.scaled_dot_product_attention(
+        tq, tk.expand(1, 2, 3, 6, 4), tv.expand(1, 2, 3, 6, 4), attn_mask=torch.from_numpy(additive).double())
+    want_bool = torch.nn.functional.scaled_dot_product_attention(
+        tq, tk.expand(1, 2, 3, 6, 4), tv.expand(1, 2, 3, 6, 4), attn_mask=torch.from_numpy(allowed))
+    assert np.allclose(got_float, want_float.numpy(), atol=1e-5)
+    assert np.allclose(got_bool, want_bool.numpy(), atol=1e-5)
+
+
 def test_nested_blocks_cond_and_while_loop() -> None:
     @mb.program(input_specs=[mb.TensorSpec(shape=(3,)), mb.TensorSpec(shape=(1,))],
                 opset_version=ct.target.iOS17)
