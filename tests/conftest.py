@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -13,6 +14,16 @@ from training.model_config import ModelConfig
 from training.tokenizer import DistilleryTokenizer
 
 torch.set_num_threads(int(os.environ.get("DISTILLERY_TEST_THREADS", "2")))
+
+
+@pytest.fixture
+def one_torch_thread() -> Iterator[None]:
+    """One torch thread for the test (tiny models run fastest on one; several contend on a loaded
+    machine); modules opt in with ``pytestmark = pytest.mark.usefixtures("one_torch_thread")``."""
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(previous)
 
 TINY_CORPUS = [
     "Q: 7+3*2-4=?\n<think><step>3*2=6</step><step>7+6=13</step><step>13-4=9</step></think><answer>9</answer>",

@@ -4,7 +4,6 @@ report.json / report.md written; the teacher is used only when its manifest exis
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -16,13 +15,7 @@ from training.latent_model import load_latent_student
 from training.quant_qat_int8 import dequantize, load_int8
 from training.reasoning_pipeline import STUDENTS, load_reasoning_config, main, resolve_teacher
 
-
-@pytest.fixture(autouse=True)
-def _one_thread() -> Iterator[None]:
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def tiny_config(teacher: str | None) -> dict:

@@ -3,7 +3,6 @@ export round trip, tied embeddings, the trainer hook and int8 accuracy."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -42,14 +41,7 @@ from training.tasks.arithmetic import generate
 from training.tokenizer import DistilleryTokenizer
 from training.trainer import KDTrainer, TrainerHook
 
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread() -> Iterator[None]:
-    """Tiny models run fastest on one thread (several threads contend on a loaded machine)."""
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def _qat_steps(model: Student, ids: torch.Tensor, steps: int = 3, lr: float = 5e-2) -> None:
