@@ -18,6 +18,7 @@ import json
 import sys
 
 from training.teacher_sources.cache_builder import CacheSettings, build_topk_cache
+from training.teacher_sources.spec import add_teacher_arguments
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -26,16 +27,8 @@ def build_parser() -> argparse.ArgumentParser:
         description=__doc__,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    parser.add_argument(
-        "--teacher", required=True, help="checkpoint:DIR, hf:DIR, http://HOST:PORT/v1, DIR or FILE.yaml"
-    )
-    parser.add_argument(
-        "--teacher-opt",
-        action="append",
-        default=[],
-        metavar="KEY=VALUE",
-        help="other teacher fields, e.g. model=NAME tokenizer=DIR top_k=32 (repeatable)",
-    )
+    add_teacher_arguments(parser, sources="checkpoint:DIR, hf:DIR, http://HOST:PORT/v1, DIR or FILE.yaml",
+                          examples="model=NAME tokenizer=DIR top_k=32")
     parser.add_argument("--data", action="append", required=True, help="JSONL/Parquet examples (repeatable)")
     parser.add_argument("--out", required=True, help="cache directory (created; resumed when interrupted)")
     parser.add_argument("--top-k", type=int, required=True, help="K ids kept per position")
@@ -62,9 +55,6 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--logprobs", choices=("q8", "fp16"), default="q8", help="log-prob storage")
     parser.add_argument("--shard-size", type=int, default=4096, help="sequences per shard")
     parser.add_argument("--batch-size", type=int, default=8, help="sequences per teacher call")
-    parser.add_argument(
-        "--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)"
-    )
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
     return parser
 

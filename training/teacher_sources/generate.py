@@ -28,6 +28,7 @@ from pydantic import ValidationError
 
 from training.data.schema import Example, describe_validation_error
 from training.teacher_sources.local import GenerationParams, generate_ids, is_dense_local
+from training.teacher_sources.spec import add_teacher_arguments
 from training.tokenizer import check_tokenizers_match
 
 
@@ -182,16 +183,8 @@ def build_parser() -> argparse.ArgumentParser:
         description=__doc__,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    parser.add_argument(
-        "--teacher", required=True, help="checkpoint:DIR, hf:DIR, http://HOST:PORT/v1, or a YAML file"
-    )
-    parser.add_argument(
-        "--teacher-opt",
-        action="append",
-        default=[],
-        metavar="KEY=VALUE",
-        help="other teacher fields, e.g. model=NAME tokenizer=DIR (repeatable)",
-    )
+    add_teacher_arguments(parser, sources="checkpoint:DIR, hf:DIR, http://HOST:PORT/v1, or a YAML file",
+                          examples="model=NAME tokenizer=DIR")
     parser.add_argument("--data", required=True, help="prompts JSONL (records with id and prompt)")
     parser.add_argument("--out", required=True, help="output JSONL of examples (appended; resumable)")
     parser.add_argument("--max-new-tokens", type=int, default=128)
@@ -200,9 +193,6 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--seed", type=int, default=None)
     parser.add_argument("--batch-size", type=int, default=8)
     parser.add_argument("--student-tokenizer", default=None, help="directory of the student's tokenizer.json")
-    parser.add_argument(
-        "--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)"
-    )
     parser.add_argument("--no-progress", action="store_true")
     return parser
 

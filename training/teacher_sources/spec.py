@@ -14,6 +14,7 @@ Forms of SPEC:
 
 from __future__ import annotations
 
+import argparse
 import json
 from collections.abc import Sequence
 from pathlib import Path
@@ -81,3 +82,12 @@ def parse_teacher_spec(spec: str, options: Sequence[str] = ()) -> TeacherSection
             f"{'.'.join(str(p) for p in e['loc']) or 'teacher'}: {e['msg']}" for e in exc.errors()
         )
         raise TeacherSpecError(f"invalid teacher {spec!r}: {problems}") from exc
+
+
+def add_teacher_arguments(parser: argparse.ArgumentParser, *, sources: str, examples: str) -> None:
+    """``--teacher`` (a spec for :func:`parse_teacher_spec`: ``sources`` lists the forms this command
+    accepts), ``--teacher-opt KEY=VALUE`` (repeatable; ``examples`` shows some) and ``--threads``."""
+    parser.add_argument("--teacher", required=True, help=sources)
+    parser.add_argument("--teacher-opt", action="append", default=[], metavar="KEY=VALUE",
+                        help=f"other teacher fields, e.g. {examples} (repeatable)")
+    parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
