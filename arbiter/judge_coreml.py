@@ -33,6 +33,7 @@ from __future__ import annotations
 import argparse
 import json
 import random
+import shutil
 import sys
 import tempfile
 import time
@@ -258,13 +259,12 @@ def verify(judge: JudgeModel, module: AneJudge, function: Any, pairs: list[tuple
             with torch.no_grad():
                 ours = module(*(torch.from_numpy(feed[name]) for name in module.input_names()))
             got = function({k: v.astype(dtype) if v.dtype == np.float32 else v for k, v in feed.items()})
-            n = len(item.ids)
             positions = item.step_positions if "step_logits" in reference else []
             for name, value in zip(names, ours, strict=True):
                 want = reference[name]
-                rewrite[name] = max(rewrite[name], _max_error(name, value.numpy(), want, n, positions))
+                rewrite[name] = max(rewrite[name], _max_error(name, value.numpy(), want, positions))
                 have = got[name].astype(np.float64)
-                program[name] = max(program[name], _max_error(name, have, want, n, positions))
+                program[name] = max(program[name], _max_error(name, have, want, positions))
                 usage[name] = max(usage[name], _tolerance_used(name, have, want, positions, options))
             flips += [f"pair {index}: {flip}" for flip in _decisions(reference, got, positions, options.atol)]
             scores.append((float(reference["score"][0]), float(got["score"][0])))
@@ -278,24 +278,24 @@ def verify(judge: JudgeModel, module: AneJudge, function: Any, pairs: list[tuple
             "inputs_checked": inputs_checked, "pairs_checked": len(pairs)}
 
 
+def _read(name: str, have: np.ndarray, want: np.ndarray, step_positions: list[int]) -> tuple[np.ndarray, np.ndarray]:
+    """The values of an output a user reads: step logits at the ``</step>`` tokens only (the program's are
+    padded to its input length), every value of the other outputs."""
+    if name == "step_logits":
+        return have[0, step_positions], want[0, step_positions]
+    return have.reshape(want.shape), want
+
+
+def _max_error(name: str, have: np.ndarray, want: np.ndarray, step_positions: list[int]) -> float:
+    have, want = _read(name, have, want, step_positions)
+    return float(np.abs(have - want).max()) if want.size else 0.0
+
+
 def _tolerance_used(name: str, have: np.ndarray, want: np.ndarray, step_positions: list[int],
                     options: JudgeCoreMLOptions) -> float:
-    """max |have - want| / (atol + rtol |want|) over the outputs a user reads (<= 1 passes)."""
-    if name == "step_logits":
-        if not step_positions:
-            return 0.0
-        have, want = have[0, step_positions], want[0, step_positions]
-    have = have.reshape(want.shape)
-    return float((np.abs(have - want) / (options.atol + options.rtol * np.abs(want))).max())
-
-
-def _max_error(name: str, have: np.ndarray, want: np.ndarray, length: int, step_positions: list[int]) -> float:
-    if name == "step_logits":  # only the positions a user reads: the </step> tokens
-        if not step_positions:
-            return 0.0
-        return float(np.abs(have[0, step_positions] - want[0, step_positions]).max())
-    del length
-    return float(np.abs(have.reshape(want.shape) - want).max())
+    """max |have - want| / (atol + rtol |want|) over the values a user reads (<= 1 passes)."""
+    have, want = _read(name, have, want, step_positions)
+    return float((np.abs(have - want) / (options.atol + options.rtol * np.abs(want))).max()) if want.size else 0.0
 
 
 def convert_judge(judge_dir: Path, out: Path, options: JudgeCoreMLOptions) -> dict[str, Any]:
@@ -319,8 +319,6 @@ def convert_judge(judge_dir: Path, out: Path, options: JudgeCoreMLOptions) -> di
         staged = Path(tmp) / out.name
         mlmodel.save(str(staged))
         if out.exists():
-            import shutil
-
             shutil.rmtree(out)
         staged.rename(out)
     convert_seconds = time.perf_counter() - start
