@@ -251,7 +251,8 @@ class KDTrainer:
         ids, mask, labels = batch["input_ids"], batch["attention_mask"], batch["labels"]
         pos = batch.get("position_ids")
         seq = batch["sequence_ids"] if self.cfg.data.batching == "pack" else None
-        unpacked = None if seq is None else Unpacked.split(ids, seq, self.tokenizer.pad_id)
+        # the teacher reads packed rows one example a row (no teacher, no split)
+        unpacked = None if seq is None or self.teacher is None else Unpacked.split(ids, seq, self.tokenizer.pad_id)
         target = labels != -100
         autocast = torch.autocast("cpu", dtype=torch.bfloat16, enabled=self.cfg.bf16)
         terms: dict[str, float] = {}
