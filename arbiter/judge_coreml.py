@@ -19,7 +19,7 @@ The backbone is :mod:`conversion.ane_model`'s rewrite (conv layout, split heads,
 surprise features are computed as in :func:`arbiter.judge_training.model.surprise_features`, with a
 log-softmax that cannot underflow in fp16 and the last real token picked by a mask (no gather).
 
-Checks, against the PyTorch judge in fp32: the rewrite itself (max abs error in fp32, ``--rewrite-atol``);
+Checks, against the PyTorch judge in fp32: the rewrite itself (max abs error in fp32, at most 1e-4);
 the converted program run by the numpy MIL executor (:mod:`conversion.mil_executor`) on the bundled sample
 pairs and generated arithmetic pairs (gold vs corrupted): every output a user reads (score, clause logits,
 step logits at ``</step>``) within ``--atol + --rtol * |reference|`` (defaults 0.02 + 0.3%, in logit
@@ -253,7 +253,8 @@ def verify(judge: JudgeModel, module: AneJudge, function: Any, pairs: list[tuple
         for item in pair:
             length = next((s for s in options.seq_lens if s >= len(item.ids)), None)
             if length is None:
-                raise ValueError(f"an input of {len(item.ids)} tokens exceeds --seq-lens {options.seq_lens}")
+                raise ValueError(f"a check input has {len(item.ids)} tokens, more than the largest --seq-lens "
+                                 f"({options.seq_lens[-1]}); pass a length of at least {len(item.ids)}")
             reference = reference_outputs(judge, item)
             feed = program_inputs(item, length, module.surprise_features, np.float32)
             with torch.no_grad():
@@ -312,7 +313,11 @@ def convert_judge(judge_dir: Path, out: Path, options: JudgeCoreMLOptions) -> di
         raise ValueError(f"--seq-lens {options.seq_lens[-1]} exceeds the judge's max_position_embeddings "
                          f"{judge.backbone.config.max_position_embeddings}")
     module = AneJudge(judge).eval()
-    pairs = check_inputs(tokenizer, min(spec.max_length, options.seq_lens[-1]), options.pairs)
+    pairs = check_inputs(tokenizer, spec.max_length, options.pairs)
+    longest = max(len(item.ids) for pair in pairs for item in pair)
+    if longest > options.seq_lens[-1]:
+        raise ValueError(f"a check input has {longest} tokens, more than the largest --seq-lens "
+                         f"({options.seq_lens[-1]}); pass a length of at least {longest}")
     mlmodel = convert(module, options)
     out.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix=".coreml-", dir=out.parent) as tmp:
