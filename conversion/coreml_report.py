@@ -119,4 +119,22 @@ def summary(report: CoreMLReport) -> str:
                      f"logits rel error vs student {_fmt(q.get('logits_rel_error_vs_student'))}, greedy "
                      f"agreement vs student {q.get('greedy_agreement_vs_student')}")
     lines.extend(f"  error: {e}" for e in report.errors)
+    lines.extend(f"  hint: {h}" for h in hints(report))
     return "\n".join(lines)
+
+
+def hints(report: CoreMLReport) -> list[str]:
+    """What to try when a check failed (empty when it passed or nothing applies)."""
+    c, options = report.checks, report.options
+    tolerance_failed = any("exceeds the tolerance" in e and "rel_error" in e for e in report.errors)
+    if not tolerance_failed or options.get("precision") != "fp16":
+        return []
+    found = []
+    if c.pytorch_fp16_rel_error is not None and c.pytorch_fp16_rel_error > (c.prefill_tolerance or 0):
+        found.append(f"PyTorch's own fp16 already exceeds the tolerance on these prompts "
+                     f"({c.pytorch_fp16_rel_error:.2e}): this model is at the fp16 floor; use --precision fp32 "
+                     "where exact logits matter")
+    if options.get("attention") == "split" and options.get("ane") and options.get("target") == "iOS18":
+        found.append("on trained models most fp16 error comes from rounding attention logits and weights; "
+                     "--attention fused (one fused op a layer) usually lowers it (see BENCHMARKS.md)")
+    return found
