@@ -68,4 +68,4 @@ bench: setup  ## benchmarks (figures printed and written to benches/results/)
 	$(BIN)/python benches/run_all.py
 
 clean:
-	rm -rf reports .pytest_cache .ruff_cache .coverage
+	rm -rf reports .pytest_cache .ruff_cache .coverage .coverage.*
