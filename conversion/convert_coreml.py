@@ -521,12 +521,10 @@ def export_coreml(student_dir: str | Path, out: str | Path, options: CoreMLOptio
         t = lap("lint", t)
 
         reference = student_reference(student)
-        half_reference = student_reference(copy.deepcopy(student).half().eval())
         if options.quantize != "none":
             quant_module, quant_info = quantized_reference(prefill, program, report.functions, options.quantize,
                                                            options.precision)
             reference = module_reference(quant_module)
-            half_reference = module_reference(copy.deepcopy(quant_module).half().eval(), torch.float16)
             checks.reference = f"converted module with the program's dequantized {options.quantize} weights"
             checks.quantization = quant_info
         runner = ExecutorRunner(out, pad_id=config.pad_token_id)
@@ -541,7 +539,9 @@ def export_coreml(student_dir: str | Path, out: str | Path, options: CoreMLOptio
         checks.executor = f"mil-numpy (prompts encoded with {encoding})"
         _check(report, "prefill_rel_error", result.prefill_rel_error, options.tolerance)
         _check(report, "decode_rel_error", result.decode_rel_error, FP16_TOLERANCE)
-        if options.precision == "fp16":
+        if options.precision == "fp16":  # the same reference, run by PyTorch in fp16
+            half_reference = (student_reference(copy.deepcopy(student).half().eval()) if checks.quantization is None
+                              else module_reference(copy.deepcopy(quant_module).half().eval(), torch.float16))
             checks.pytorch_fp16_rel_error = pytorch_fp16_rel_error(
                 reference, half_reference, [r["prompt"] + r["reference"][:-1] for r in result.greedy])
         if not result.greedy_consistent:
