@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 from pathlib import Path
 from typing import Any, Literal
 
@@ -18,6 +19,7 @@ from pydantic import (
     Field,
     SerializerFunctionWrapHandler,
     ValidationError,
+    field_validator,
     model_serializer,
     model_validator,
 )
@@ -28,7 +30,10 @@ class ConfigFileError(ValueError):
 
 
 class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=False)
+    """Base of every section: unknown keys and non-finite floats (``.inf``, ``.nan``) are errors."""
+
+    # allow_inf_nan=False: ``optim.lr=.inf`` satisfies ``gt=0`` and would train (and checkpoint) NaN weights.
+    model_config = ConfigDict(extra="forbid", frozen=False, allow_inf_nan=False)
 
 
 class StudentShape(_Strict):
@@ -205,9 +210,28 @@ class KDConfig(_Strict):
     tensorboard: bool = True
     card: dict[str, Any] = {}
 
+    @field_validator("card")
+    @classmethod
+    def _card_is_finite(cls, value: dict[str, Any]) -> dict[str, Any]:
+        """Free-form card fields still go into JSON files: a non-finite float anywhere in them is an error."""
+        _reject_non_finite(value, "card")
+        return value
+
     def fingerprint(self) -> str:
         """sha256 of the canonical JSON of this config (used to lock resumed runs)."""
         return hashlib.sha256(json.dumps(self.model_dump(mode="json"), sort_keys=True).encode()).hexdigest()
+
+
+def _reject_non_finite(value: Any, where: str) -> None:
+    """Raise ValueError naming the first non-finite float inside nested dicts / lists ``value``."""
+    if isinstance(value, float) and not math.isfinite(value):
+        raise ValueError(f"{where} is {value!r}; values must be finite numbers")
+    if isinstance(value, dict):
+        for key, item in value.items():
+            _reject_non_finite(item, f"{where}.{key}")
+    elif isinstance(value, list | tuple):
+        for index, item in enumerate(value):
+            _reject_non_finite(item, f"{where}[{index}]")
 
 
 def parse_override(text: str) -> tuple[list[str], Any]:
