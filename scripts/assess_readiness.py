@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import shlex
 import sys
+import traceback
 from pathlib import Path
 
 if __package__ in (None, ""):
@@ -66,7 +67,7 @@ exit codes:
   0  gate passed
   1  gate failed (score below --fail-under, or a hard condition)
   2  usage or tool error: bad option, missing/unreadable report or config, pytest did not complete,
-     mutation testing checked nothing
+     mutation testing checked nothing, or an internal error of this script
 
 configuration ([tool.readiness] in the project's pyproject.toml):
   fail_under = 40
@@ -301,6 +302,10 @@ def main(argv: list[str] | None = None) -> int:
         outcome = assess(options_from_args(args))
     except ReadinessError as exc:
         print(f"assess_readiness: error: {exc}", file=sys.stderr)
+        return 2
+    except Exception as exc:  # noqa: BLE001 - exit code 1 means "gate failed"; a crash must never read so
+        traceback.print_exc()
+        print(f"assess_readiness: internal error: {type(exc).__name__}: {exc}", file=sys.stderr)
         return 2
     report = outcome.report
     verdict = report["verdict"]

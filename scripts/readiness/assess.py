@@ -244,8 +244,10 @@ def assess(options: Options) -> Outcome:
     """
     started = time.perf_counter()
     root = options.project.resolve()
-    if not root.is_dir():
+    if not root.exists():
         raise ReadinessError(f"project directory {options.project} does not exist")
+    if not root.is_dir():
+        raise ReadinessError(f"--project {options.project} is not a directory (pass the project's directory)")
     config = load_config(root, options.config)
     previous = load_previous(options.compare) if options.compare is not None else None
     weights = _weights(config, options.weights)

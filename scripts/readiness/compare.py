@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import Any
 
 from scripts.readiness.config import COMPONENTS
-from scripts.readiness.errors import ReadinessError
+from scripts.readiness.errors import ReadinessError, not_text
 from scripts.readiness.junit import OUTCOMES
 
 
@@ -17,6 +17,8 @@ def load_previous(path: Path) -> dict[str, Any]:
         data = json.loads(path.read_text(encoding="utf-8"))
     except OSError as exc:
         raise ReadinessError(f"cannot read previous report {path}: {exc.strerror or exc}") from exc
+    except UnicodeDecodeError as exc:
+        raise ReadinessError(f"cannot read previous report {path}: {not_text(exc)}") from exc
     except json.JSONDecodeError as exc:
         raise ReadinessError(f"previous report {path} is not valid JSON: {exc}") from exc
     if not isinstance(data, dict) or "score" not in data or not isinstance(data.get("components"), dict):

@@ -36,7 +36,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from scripts.readiness.errors import ReadinessError
+from scripts.readiness.errors import ReadinessError, not_text
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -281,8 +281,10 @@ def load_config(root: Path, path: Path | None = None) -> ReadinessConfig:
         return ReadinessConfig()
     try:
         data = tomllib.loads(file.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as exc:
+    except (OSError, tomllib.TOMLDecodeError) as exc:
         raise ReadinessError(f"cannot read config {file}: {exc}") from exc
+    except UnicodeDecodeError as exc:
+        raise ReadinessError(f"cannot read config {file}: {not_text(exc)}") from exc
     tool = data.get("tool")
     section = tool.get("readiness") if isinstance(tool, dict) else None
     if section is None:

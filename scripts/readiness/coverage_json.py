@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 from typing import Any
 
-from scripts.readiness.errors import ReadinessError
+from scripts.readiness.errors import ReadinessError, not_text
 
 
 def percent(covered: int, total: int) -> float:
@@ -114,14 +114,17 @@ def relative_path(path: str, root: Path | None) -> str:
     return posix
 
 
-def parse_coverage_json(text: str, root: Path | None = None) -> CoverageReport:
-    """Parse coverage.py JSON report text; file keys are made relative to ``root`` when absolute."""
+def parse_coverage_json(text: str, root: Path | None = None, label: str = "coverage JSON") -> CoverageReport:
+    """Parse coverage.py JSON report text; file keys are made relative to ``root`` when absolute.
+
+    ``label`` names the report in error messages (``coverage JSON <file>`` when read from a file).
+    """
     try:
         data = json.loads(text)
     except json.JSONDecodeError as exc:
-        raise ReadinessError(f"coverage JSON is not valid JSON: {exc}") from exc
+        raise ReadinessError(f"{label} is not valid JSON: {exc}") from exc
     if not isinstance(data, dict) or not isinstance(data.get("files"), dict) or "totals" not in data:
-        raise ReadinessError("coverage JSON lacks 'files' and 'totals' (is it a coverage.py JSON report?)")
+        raise ReadinessError(f"{label} lacks 'files' and 'totals' (is it a coverage.py JSON report?)")
     meta = data.get("meta") if isinstance(data.get("meta"), dict) else {}
     files: dict[str, FileCoverage] = {}
     for raw_path, entry in data["files"].items():
@@ -157,4 +160,9 @@ def load_coverage_json(path: Path, root: Path | None = None) -> CoverageReport:
         text = path.read_text(encoding="utf-8")
     except OSError as exc:
         raise ReadinessError(f"cannot read coverage JSON {path}: {exc.strerror or exc}") from exc
-    return parse_coverage_json(text, root)
+    except UnicodeDecodeError as exc:
+        raise ReadinessError(
+            f"cannot read coverage JSON {path}: {not_text(exc)}; pass the report of `coverage json` "
+            "(or pytest --cov-report=json), not coverage.py's .coverage data file"
+        ) from exc
+    return parse_coverage_json(text, root, f"coverage JSON {path}")

@@ -174,20 +174,19 @@ def count_outcomes(cases: Iterable[TestCase]) -> dict[str, int]:
     return counts
 
 
-def parse_junit(text: str | bytes, root: Path | None = None) -> TestRun:
+def parse_junit(text: str | bytes, root: Path | None = None, label: str = "JUnit report") -> TestRun:
     """Parse JUnit XML text into a :class:`TestRun` (one outcome per ``classname`` + ``name``).
 
-    ``root`` is the project directory, used to map class names to test files.
+    ``root`` is the project directory, used to map class names to test files; ``label`` names the
+    report in error messages (``JUnit report <file>`` when read from a file).
     Raises :class:`ReadinessError` when the text is not JUnit XML.
     """
     try:
         tree = ET.fromstring(text)
     except ET.ParseError as exc:
-        raise ReadinessError(f"JUnit report is not valid XML: {exc}") from exc
+        raise ReadinessError(f"{label} is not valid XML: {exc}") from exc
     if tree.tag not in ("testsuites", "testsuite"):
-        raise ReadinessError(
-            f"JUnit report has root element <{tree.tag}>, expected <testsuites> or <testsuite>"
-        )
+        raise ReadinessError(f"{label} has root element <{tree.tag}>, expected <testsuites> or <testsuite>")
     by_key: dict[tuple[str, str], TestCase] = {}
     elements = 0
     for element in tree.iter("testcase"):
@@ -210,4 +209,4 @@ def load_junit(path: Path, root: Path | None = None) -> TestRun:
         data = path.read_bytes()
     except OSError as exc:
         raise ReadinessError(f"cannot read JUnit report {path}: {exc.strerror or exc}") from exc
-    return parse_junit(data, root)
+    return parse_junit(data, root, f"JUnit report {path}")

@@ -26,7 +26,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from scripts.readiness.config import module_name_of
-from scripts.readiness.errors import ReadinessError
+from scripts.readiness.errors import ReadinessError, not_text
 
 STATUS_BY_EXIT_CODE: dict[int | None, str] = {
     1: "killed",
@@ -161,6 +161,8 @@ def read_module(root: Path, source: str) -> ModuleMutation:
         return ModuleMutation(path=source, found=False)
     except OSError as exc:
         raise ReadinessError(f"cannot read mutmut result file {path}: {exc}") from exc
+    except UnicodeDecodeError as exc:
+        raise ReadinessError(f"cannot read mutmut result file {path}: {not_text(exc)}") from exc
     return parse_meta(text, source)
 
 

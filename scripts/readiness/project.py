@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from scripts.readiness.errors import ReadinessError
+from scripts.readiness.errors import ReadinessError, not_text
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -88,6 +88,8 @@ def _read_toml(path: Path, ours: bool) -> CoverageConfig | None:
         data = tomllib.loads(path.read_text(encoding="utf-8"))
     except (OSError, tomllib.TOMLDecodeError) as exc:
         raise ReadinessError(f"cannot read coverage config {path}: {exc}") from exc
+    except UnicodeDecodeError as exc:
+        raise ReadinessError(f"cannot read coverage config {path}: {not_text(exc)}") from exc
     prefixes = ("tool.coverage.", "") if ours else ("tool.coverage.",)
     for prefix in prefixes:
         sections = {name: _toml_section(data, prefix + name) for name in _SECTIONS}
@@ -106,6 +108,8 @@ def _read_ini(path: Path, ours: bool) -> CoverageConfig | None:
         parser.read(path, encoding="utf-8")
     except (OSError, configparser.Error) as exc:
         raise ReadinessError(f"cannot read coverage config {path}: {exc}") from exc
+    except UnicodeDecodeError as exc:
+        raise ReadinessError(f"cannot read coverage config {path}: {not_text(exc)}") from exc
     prefix = "" if ours else "coverage:"
     sections = [s for s in parser.sections() if s.startswith(prefix)] if prefix else parser.sections()
     if not sections and not ours:

@@ -130,3 +130,80 @@ def test_main_reports_tool_errors_with_exit_2(tmp_path: Path, capsys: pytest.Cap
     root = _project(tmp_path, failing=False)
     assert main(["--project", str(root), "--junit", str(root / "missing.xml")]) == 2
     assert "assess_readiness: error: cannot read JUnit report" in capsys.readouterr().err
+
+
+SQLITE_BYTES = b"SQLite format 3\x00\xff\xfe\x10\x00\x01\x01\x00\x40\x20\x20"
+
+
+def _one_error_line(capsys: pytest.CaptureFixture[str]) -> str:
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1, err
+    assert err[0].startswith("assess_readiness: error: ")
+    return err[0]
+
+
+def test_binary_coverage_file_is_a_tool_error_naming_it(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    root = _project(tmp_path, failing=False)
+    data_file = root / ".coverage"  # coverage.py's SQLite data file, not its JSON report
+    data_file.write_bytes(SQLITE_BYTES)
+    argv = ["--project", str(root), "--junit", str(root / "junit.xml"), "--coverage-json", str(data_file)]
+    assert main(argv) == 2
+    line = _one_error_line(capsys)
+    assert str(data_file) in line and "not UTF-8 text" in line and "coverage json" in line
+
+
+def test_latin1_setup_cfg_is_a_tool_error_naming_it(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    root = _project(tmp_path, failing=False)
+    (root / "setup.cfg").write_bytes("[coverage:run]\nsource = pkg\n# auteur: Jos\xe9\n".encode("latin-1"))
+    assert main(["--project", str(root), "--skip-tests"]) == 2
+    line = _one_error_line(capsys)
+    assert str(root / "setup.cfg") in line and "byte 0xe9" in line
+
+
+def test_binary_compare_file_is_a_tool_error_naming_it(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    root = _project(tmp_path, failing=False)
+    previous = root / "previous.bin"
+    previous.write_bytes(SQLITE_BYTES)
+    assert main([*_argv(root), "--compare", str(previous)]) == 2
+    line = _one_error_line(capsys)
+    assert str(previous) in line and "not UTF-8 text" in line
+
+
+def test_invalid_junit_error_names_the_file(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    root = _project(tmp_path, failing=False)
+    bad = root / "bad.xml"
+    bad.write_bytes(SQLITE_BYTES)
+    assert main(["--project", str(root), "--junit", str(bad)]) == 2
+    line = _one_error_line(capsys)
+    assert f"JUnit report {bad} is not valid XML" in line
+
+
+def test_project_that_is_a_file_is_not_a_directory(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    file = tmp_path / "pyproject.toml"
+    file.write_text("")
+    assert main(["--project", str(file), "--skip-tests"]) == 2
+    line = _one_error_line(capsys)
+    assert "is not a directory" in line and "does not exist" not in line
+
+
+def test_unexpected_crash_is_a_tool_error_not_a_failed_gate(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import scripts.assess_readiness as cli
+
+    def crash(options: object) -> None:
+        raise UnicodeDecodeError("utf-8", b"\xff", 0, 1, "invalid start byte")
+
+    monkeypatch.setattr(cli, "assess", crash)
+    assert main(["--project", str(tmp_path)]) == 2
+    err = capsys.readouterr().err
+    assert "assess_readiness: internal error: UnicodeDecodeError" in err
+    assert "Traceback" in err  # the details a bug report needs

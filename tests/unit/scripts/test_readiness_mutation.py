@@ -113,6 +113,14 @@ def test_read_and_collect_from_mutants_dir(tmp_path: Path) -> None:
     assert read_module(tmp_path, "pkg/io.py").found is False
 
 
+def test_binary_meta_file_is_an_error_naming_it(tmp_path: Path) -> None:
+    meta = meta_path(tmp_path, "pkg/core.py")
+    meta.parent.mkdir(parents=True)
+    meta.write_bytes(b"\x80\x04\x95binary")
+    with pytest.raises(ReadinessError, match=r"core\.py\.meta: not UTF-8 text \(byte 0x80"):
+        read_module(tmp_path, "pkg/core.py")
+
+
 def test_clear_results_removes_only_the_named_modules(tmp_path: Path) -> None:
     base = tmp_path / "mutants" / "pkg"
     base.mkdir(parents=True)
