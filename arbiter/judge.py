@@ -39,9 +39,15 @@ class _Raw:
     steps: list[float] | None
 
 
-def _winner(p_a: float, p_b: float, p_tie: float) -> Winner:
-    """The most probable outcome; equal win probabilities (e.g. identical responses) are a tie."""
-    if p_tie >= max(p_a, p_b) or p_a == p_b:
+# Rewards closer than this, relative to their scale (at least 1), are a tie: the same input scored at two
+# batch positions (or by two kernels) differs by float rounding, and that must not decide a comparison.
+TIE_REWARD_RTOL = 1e-5
+
+
+def _winner(p_a: float, p_b: float, p_tie: float, reward_a: float, reward_b: float) -> Winner:
+    """The most probable outcome; equal rewards (within float rounding, e.g. identical responses) are a tie."""
+    scale = max(1.0, abs(reward_a), abs(reward_b))
+    if p_tie >= max(p_a, p_b) or abs(reward_a - reward_b) <= TIE_REWARD_RTOL * scale:
         return "tie"
     return "a" if p_a > p_b else "b"
 
@@ -87,10 +93,22 @@ class Judge:
     def clauses(self) -> tuple[str, ...]:
         return self.spec.clauses
 
-    @torch.no_grad()
     def _run(self, prompts: Sequence[str], responses: Sequence[str]) -> list[_Raw]:
-        """Rewards, clause probabilities and step probabilities (at each response ``</step>``)."""
+        """Rewards, clause probabilities and step probabilities (at each response ``</step>``).
+
+        Each distinct (prompt, response) pair is run once and its result shared, so identical inputs get
+        identical results by construction (not by hoping two batch positions round alike)."""
         _same_length(prompts=prompts, responses=responses)
+        pairs = list(zip(prompts, responses, strict=True))
+        unique = list(dict.fromkeys(pairs))
+        if len(unique) == len(pairs):
+            return self._run_distinct(prompts, responses)
+        raws = dict(zip(unique, self._run_distinct([p for p, _ in unique], [r for _, r in unique]), strict=True))
+        return [raws[pair] for pair in pairs]
+
+    @torch.no_grad()
+    def _run_distinct(self, prompts: Sequence[str], responses: Sequence[str]) -> list[_Raw]:
+        """:meth:`_run` without sharing: every row is run, in batches of ``batch_size``."""
         out: list[_Raw] = []
         for start in range(0, len(prompts), self.batch_size):
             encoded = [encode_input(self.tokenizer, p, r, self.spec.max_length)
@@ -135,8 +153,8 @@ class Judge:
         reward_b = torch.tensor([r.reward for r in raws[n:]])
         probs = davidson_probabilities(reward_a, reward_b, self.model.tie_log_nu.detach()).tolist()
         return [
-            CompareVerdict(winner=_winner(*row), p_a=row[0], p_b=row[1], p_tie=row[2], reward_a=float(ra),
-                           reward_b=float(rb))
+            CompareVerdict(winner=_winner(*row, float(ra), float(rb)), p_a=row[0], p_b=row[1], p_tie=row[2],
+                           reward_a=float(ra), reward_b=float(rb))
             for row, ra, rb in zip(probs, reward_a, reward_b, strict=True)
         ]
 
