@@ -469,10 +469,10 @@ class KDTrainer:
         start_step = self.step
         progress = None
         if self.cfg.progress and main:
-            from tqdm import tqdm
+            from training.progress import progress as progress_bar
 
-            progress = tqdm(total=self.cfg.optim.max_steps, initial=self.step, desc="distill", unit="step",
-                            dynamic_ncols=True)
+            progress = progress_bar(total=self.cfg.optim.max_steps, initial=self.step, desc="distill",
+                                    unit="step", dynamic_ncols=True)
         it = iter(self.stream)
         self.started_at = started
         self.tokens_seen = 0.0
