@@ -236,6 +236,34 @@ def weight_files(directory: Path) -> list[Path]:
     raise ArtifactError(f"{directory} has no {WEIGHTS_FILE}: not a model directory")
 
 
+def weight_shapes(files: list[Path]) -> dict[str, tuple[int, ...]]:
+    """Name -> shape of every tensor in safetensors ``files``, from their headers only (no tensor is read)."""
+    shapes: dict[str, tuple[int, ...]] = {}
+    for path in files:
+        try:
+            with safe_open(str(path), framework="pt") as fh:
+                for key in fh.keys():  # noqa: SIM118 - safe_open is not a mapping
+                    shapes[key] = tuple(fh.get_slice(key).get_shape())
+        except (OSError, ValueError, RuntimeError, SafetensorError) as exc:
+            raise ArtifactError(f"{path} could not be read ({exc})") from exc
+    return shapes
+
+
+def check_weight_shapes(directory: Path, config: ModelConfig, files: list[Path]) -> dict[str, tuple[int, ...]]:
+    """Refuse weights whose header shapes differ from what ``config`` implies, before anything is allocated
+    (a ``config.json`` saying ``intermediate_size: 10000000`` must not build a 5 GB model first). Tensors the
+    weights lack are left to the caller; extra tensors (e.g. judge heads) are allowed. Returns the shapes."""
+    shapes = weight_shapes(files)
+    for name, want in config.parameter_shapes().items():
+        have = shapes.get(name)
+        if have is not None and have != want:
+            raise ArtifactError(
+                f"{directory}: tensor {name} has shape {have} in the weights but {directory / CONFIG_FILE} implies "
+                f"{want}; the config and the weights do not belong together"
+            )
+    return shapes
+
+
 def load_state_dict(directory: str | Path, *, verify: bool = True) -> tuple[ModelConfig, dict[str, torch.Tensor]]:
     """Config and tensors of an artifact or Hugging Face Llama directory (manifest verified if present)."""
     directory = Path(directory)
@@ -265,6 +293,7 @@ def load_state_dict(directory: str | Path, *, verify: bool = True) -> tuple[Mode
             if rel not in covered:
                 raise ArtifactError(f"{rel} is not listed in {directory / MANIFEST_FILE}, so it is unverified")
     config = ModelConfig.load(directory / CONFIG_FILE)
+    check_weight_shapes(directory, config, files)
     try:
         state = read_safetensors(files, dtype=torch.float32)
     except (OSError, ValueError, RuntimeError, SafetensorError) as exc:
@@ -277,18 +306,18 @@ def load_state_dict(directory: str | Path, *, verify: bool = True) -> tuple[Mode
 def load_student(directory: str | Path, *, verify: bool = True, map_location: str = "cpu") -> Student:
     """Build a :class:`Student` from an artifact or a Hugging Face Llama directory."""
     config, state = load_state_dict(directory, verify=verify)
-    model = Student(config)
     state = {k: v for k, v in state.items() if not k.endswith("rotary_emb.inv_freq")}
-    expected = set(model.state_dict())
+    expected = set(config.parameter_shapes())
     if config.tie_word_embeddings:
-        expected.discard("lm_head.weight")
         state.pop("lm_head.weight", None)
     missing = sorted(expected - set(state))
     if missing:
         raise ArtifactError(f"{directory}: weights are missing tensors {missing[:5]} ({len(missing)} in all)")
+    model = Student(config)  # only now: every tensor it allocates is known to be in the weights, same shape
     model_state = {k: v for k, v in state.items() if k in expected}
+    own = model.state_dict()
     for key, tensor in model_state.items():
-        want = model.state_dict()[key].shape
+        want = own[key].shape
         if tensor.shape != want:
             raise ArtifactError(f"{directory}: tensor {key} has shape {tuple(tensor.shape)}, config implies {tuple(want)}")
     model.load_state_dict(model_state, strict=False)

@@ -79,6 +79,29 @@ class ModelConfig:
         """How many query heads share one key/value head."""
         return self.num_attention_heads // self.num_key_value_heads
 
+    def parameter_shapes(self) -> dict[str, tuple[int, ...]]:
+        """Every tensor a :class:`training.model.Student` of this config holds, by Hugging Face name, with its
+        shape (no tied ``lm_head.weight``): what a weights file must match, known without allocating."""
+        h, i, d = self.hidden_size, self.intermediate_size, self.head_dim
+        assert d is not None
+        q, kv = self.num_attention_heads * d, self.num_key_value_heads * d
+        shapes: dict[str, tuple[int, ...]] = {"model.embed_tokens.weight": (self.vocab_size, h),
+                                              "model.norm.weight": (h,)}
+        for layer in range(self.num_hidden_layers):
+            pre = f"model.layers.{layer}"
+            linears = {"self_attn.q_proj": (q, h), "self_attn.k_proj": (kv, h), "self_attn.v_proj": (kv, h),
+                       "self_attn.o_proj": (h, q), "mlp.gate_proj": (i, h), "mlp.up_proj": (i, h),
+                       "mlp.down_proj": (h, i)}
+            for name, shape in linears.items():
+                shapes[f"{pre}.{name}.weight"] = shape
+                if self.attention_bias if name.startswith("self_attn") else self.mlp_bias:
+                    shapes[f"{pre}.{name}.bias"] = (shape[0],)
+            shapes[f"{pre}.input_layernorm.weight"] = (h,)
+            shapes[f"{pre}.post_attention_layernorm.weight"] = (h,)
+        if not self.tie_word_embeddings:
+            shapes["lm_head.weight"] = (self.vocab_size, h)
+        return shapes
+
     def to_hf_dict(self) -> dict[str, Any]:
         """The Hugging Face ``LlamaConfig`` dictionary (what ``config.json`` holds)."""
         data = dataclasses.asdict(self)
@@ -96,6 +119,8 @@ class ModelConfig:
     @classmethod
     def from_hf_dict(cls, data: dict[str, Any]) -> ModelConfig:
         """Build from a Hugging Face Llama config dict; refuses features this model does not implement."""
+        if not isinstance(data, dict):
+            raise ConfigError(f"a model config must be a JSON object of settings, got {type(data).__name__}")
         model_type = data.get("model_type", "llama")
         if model_type != "llama":
             raise ConfigError(f"config.json has model_type={model_type!r}; Distillery loads Llama models only")
@@ -104,6 +129,8 @@ class ModelConfig:
         if data.get("rope_scaling"):
             raise ConfigError(f"rope_scaling={data['rope_scaling']!r} is not supported (plain RoPE only)")
         rope_params = data.get("rope_parameters")
+        if rope_params is not None and not isinstance(rope_params, dict):
+            raise ConfigError(f"rope_parameters must be an object, got {rope_params!r}")
         if rope_params and rope_params.get("rope_type", "default") != "default":
             raise ConfigError(f"rope_parameters={rope_params!r} is not supported (plain RoPE only)")
         fields = {f.name for f in dataclasses.fields(cls)}
@@ -138,4 +165,6 @@ class ModelConfig:
             data = json.loads(Path(path).read_text())
         except json.JSONDecodeError as exc:
             raise ConfigError(f"{path} is not valid JSON: {exc}") from exc
+        if not isinstance(data, dict):
+            raise ConfigError(f"{path} must hold a JSON object of model settings, not a {type(data).__name__}")
         return cls.from_hf_dict(data)
