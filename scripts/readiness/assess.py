@@ -51,7 +51,7 @@ from scripts.readiness.scoring import (
     todo_score,
 )
 from scripts.readiness.todos import ScanSettings, TodoScan, scan
-from scripts.readiness.triage import triage
+from scripts.readiness.triage import exception_of, triage
 
 DEFAULT_OUT_DIR = Path("reports") / "readiness"
 
@@ -169,6 +169,21 @@ def _measure_tests(
     return m
 
 
+def _no_branch_warning(m: _Measurements) -> str:
+    """Why the coverage report has no branch data, and what to do about it."""
+    if m.pytest_run is None:
+        return "the coverage report has no branch data (run coverage with branch = true)"
+    if m.tests is None or m.tests.executed == 0:
+        return (
+            "the coverage report has no branch data because no test ran (pytest was run with "
+            "--cov-branch; coverage.py records branches only for code that ran): add or fix the tests"
+        )
+    return (
+        "the coverage report has no branch data although pytest was run with --cov-branch: "
+        "something in the project's pytest or coverage setup overrides it (see pytest.log)"
+    )
+
+
 def _staleness(options: Options, todos: TodoScan) -> list[str]:
     warnings = []
     for label, path in (("JUnit report", options.junit), ("coverage JSON", options.coverage_json)):
@@ -191,15 +206,42 @@ def _run_mutation(
     )
     result = mutation_mod.collect(root, sources, run)
     if result.checked == 0:
-        hint = ""
-        if tests is not None and tests.problems:
-            hint = " mutmut needs the tests of the mutated code to pass, and some tests fail."
+        hint = _mutation_hint(tests, log_tail(run.log, 10_000))
         return result, (
             f"mutation testing checked no mutant (mutmut exit code {run.returncode}, "
             f"budget {'exhausted' if run.budget_exhausted else 'not exhausted'}).{hint} "
             f"See {run.log}:\n{log_tail(run.log, 15)}"
         )
     return result, None
+
+
+def _mutation_hint(tests: TestRun | None, log: str) -> str:
+    """Why mutmut may have checked nothing, from this run's test results and mutmut's output."""
+    problems = tests.problems if tests is not None else []
+    uncollected = [case for case in problems if case.phase == "collection"]
+    if uncollected:
+        shown = ", ".join(f"{c.file or c.test_id} ({exception_of(c)})" for c in uncollected[:3])
+        more = f" and {len(uncollected) - 3} more" if len(uncollected) > 3 else ""
+        return (
+            f" mutmut needs every test module to import, and {len(uncollected)} test module(s) fail to "
+            f"import or collect: {shown}{more}."
+        )
+    if "ERROR collecting" in log or "ImportError while importing" in log:
+        return (
+            " Tests fail to import or collect in mutmut's copy of the project (mutants/): a file the "
+            "tests need may be missing there (add it to [tool.mutmut] also_copy)."
+        )
+    if problems:
+        return (
+            f" mutmut needs the tests of the mutated code to pass, and {len(problems)} test(s) fail, "
+            f"e.g. {problems[0].test_id}."
+        )
+    if "Unable to force test failures" in log:
+        return (
+            " mutmut could not make any test fail by forcing a mutant: no test calls the mutated code "
+            "(check [tool.mutmut] pytest_add_cli_args_test_selection)."
+        )
+    return ""
 
 
 def _components(
@@ -268,7 +310,7 @@ def assess(options: Options) -> Outcome:
     todos = scan(root, (*scan_paths, *sorted(critical_files)), settings)
     m.warnings += _staleness(options, todos) + [f"could not fully tokenize {e}" for e in todos.errors]
     if m.coverage is not None and not m.coverage.branch_measured:
-        m.warnings.append("the coverage report has no branch data (run coverage with branch = true)")
+        m.warnings.append(_no_branch_warning(m))
 
     mutation_started = time.perf_counter()
     mutation, mutation_error = (None, None)

@@ -11,15 +11,21 @@ mutant); undetected = survived, no tests, suspicious; not counted = not checked,
 interrupted. A run in which nothing was checked is an error, never a pass.
 
 Before a run, the mutated copies and ``.meta`` files of the critical modules are removed, so
-every result read afterwards comes from this run (mutmut keeps other files' caches).
+every result read afterwards comes from this run (mutmut keeps other files' caches). mutmut's
+copies of the tests and other ``also_copy`` paths in ``mutants/`` are removed too: mutmut copies
+them over the old ones and never deletes, so a deleted test file would otherwise keep killing
+mutants.
 """
 
 from __future__ import annotations
 
+import configparser
 import json
 import os
+import shutil
 import signal
 import subprocess
+import sys
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -27,6 +33,11 @@ from pathlib import Path
 
 from scripts.readiness.config import module_name_of
 from scripts.readiness.errors import ReadinessError, not_text
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover - exercised only on Python 3.10
+    import tomli as tomllib
 
 STATUS_BY_EXIT_CODE: dict[int | None, str] = {
     1: "killed",
@@ -71,6 +82,17 @@ _MUTMUT_MAIN = (
     "from mutmut.__main__ import cli; sys.exit(cli())"
 )
 _GRACE_S = 20.0
+# What mutmut 3 always copies into mutants/ besides the sources (mutmut.configuration), plus test*.py.
+DEFAULT_ALSO_COPY: tuple[str, ...] = (
+    "tests",
+    "test",
+    "setup.cfg",
+    "pyproject.toml",
+    "uv.lock",
+    "poetry.lock",
+    "Pipfile.lock",
+    "pdm.lock",
+)
 
 
 def status_of(exit_code: int | None) -> str:
@@ -178,6 +200,62 @@ def clear_results(root: Path, sources: Sequence[str]) -> None:
             (root / "mutants" / (source + suffix)).unlink(missing_ok=True)
 
 
+def also_copy(root: Path) -> list[str]:
+    """mutmut's ``also_copy`` paths for ``root``, read the way mutmut 3 reads its config.
+
+    ``[tool.mutmut]`` in pyproject.toml wins, else ``[mutmut]`` in setup.cfg; the defaults and
+    top-level ``test*.py`` files are always included. An unreadable config adds nothing.
+    """
+    configured: list[str] = []
+    section = None
+    try:
+        data = tomllib.loads((root / "pyproject.toml").read_text(encoding="utf-8"))
+        tool = data.get("tool")
+        section = tool.get("mutmut") if isinstance(tool, dict) else None
+    except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError):
+        pass
+    if isinstance(section, dict):
+        value = section.get("also_copy", [])
+        configured = [str(v) for v in value] if isinstance(value, list) else []
+    else:
+        parser = configparser.RawConfigParser()
+        try:
+            parser.read(root / "setup.cfg", encoding="utf-8")
+            if parser.has_option("mutmut", "also_copy"):
+                configured = [v for v in parser.get("mutmut", "also_copy").split("\n") if v.strip()]
+        except (OSError, UnicodeDecodeError, configparser.Error):
+            pass
+    top_level_tests = sorted(p.name for p in root.glob("test*.py"))
+    return [*configured, *DEFAULT_ALSO_COPY, *top_level_tests]
+
+
+def refresh_copies(root: Path) -> list[str]:
+    """Remove mutmut's copies of the ``also_copy`` paths (tests, configs) so the next run copies them afresh.
+
+    mutmut 3 copies those paths into ``mutants/`` over what is there and never deletes, so a test
+    file deleted from the project would keep running (and killing mutants) from the stale copy.
+    Returns the removed paths, relative to ``mutants/``.
+    """
+    mutants = (root / "mutants").resolve()
+    removed = []
+    for entry in also_copy(root):
+        target = (mutants / entry.strip()).resolve()
+        if target == mutants or not target.is_relative_to(mutants):
+            continue  # "." or a path leading out of mutants/: never delete outside mutmut's copy
+        if target.is_dir() and not target.is_symlink():
+            shutil.rmtree(target)
+        elif target.exists() or target.is_symlink():
+            target.unlink()
+        else:
+            continue
+        removed.append(target.relative_to(mutants).as_posix())
+    for stale in sorted(mutants.glob("test*.py")) if mutants.is_dir() else []:
+        if not (root / stale.name).exists():
+            stale.unlink()  # a top-level test file deleted from the project
+            removed.append(stale.name)
+    return removed
+
+
 @dataclass(frozen=True)
 class MutmutRun:
     """How the mutmut process ended."""
@@ -209,6 +287,7 @@ def run_mutmut(
     setup.cfg); ``source_paths`` there must include the critical modules.
     """
     clear_results(root, sources)
+    refresh_copies(root)
     command = [python, "-c", _MUTMUT_MAIN, "run", "--max-children", str(workers)]
     command += [mutant_glob(source) for source in sources]
     log.parent.mkdir(parents=True, exist_ok=True)

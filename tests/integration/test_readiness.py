@@ -136,6 +136,14 @@ def test_parity():
     assert parity(3) == "odd"
 """
 
+GREEN_SMOKE_TEST = """from greenlib.calc import double, parity
+
+
+def test_runs():
+    double(3)
+    parity(4)
+"""
+
 
 def _write(root: Path, files: dict[str, str]) -> Path:
     for name, text in files.items():
@@ -365,6 +373,20 @@ def test_green_project_passes(green: Path) -> None:
 
 
 @pytest.mark.usefixtures("tiny_env")
+def test_no_tests_does_not_advise_branch_coverage_that_was_on(tmp_path: Path) -> None:
+    project = _write(
+        tmp_path / "notests",
+        {"notests/__init__.py": "def f(x):\n    return 1 if x else 2\n", "tests/test_nothing.py": ""},
+    )
+    code, report = _main(project)
+    assert code == 1 and report["inputs"]["pytest_exit_code"] == 5
+    assert "--cov-branch" in report["inputs"]["pytest_command"]
+    (warning,) = [w for w in report["warnings"] if "branch data" in w]
+    assert "because no test ran" in warning
+    assert "branch = true" not in warning
+
+
+@pytest.mark.usefixtures("tiny_env")
 def test_green_project_mutation_scores_from_mutmut_result_files(green: Path) -> None:
     pytest.importorskip("mutmut")
     from mutmut.stats import status_by_exit_code
@@ -383,6 +405,30 @@ def test_green_project_mutation_scores_from_mutmut_result_files(green: Path) -> 
     (target,) = report["components"]["critical_paths"]["targets"]
     assert target["mutation_score"] == module["score"]
     assert "## Mutation testing" in (green / "out" / "readiness.md").read_text()
+
+
+@pytest.mark.usefixtures("tiny_env")
+def test_mutation_sees_a_deleted_test_file(tmp_path: Path) -> None:
+    """mutmut keeps its own copy of tests/ in mutants/; a test deleted from the project must stop counting."""
+    pytest.importorskip("mutmut")
+    project = _write(
+        tmp_path / "greenproj",
+        {
+            "pyproject.toml": GREEN_PYPROJECT,
+            "coverage.toml": GREEN_COVERAGE,
+            "greenlib/__init__.py": "",
+            "greenlib/calc.py": GREEN_CALC,
+            "tests/test_calc.py": GREEN_TESTS,
+            "tests/test_smoke.py": GREEN_SMOKE_TEST,
+        },
+    )
+    args = ("--skip-tests", "--mutation", "--mutation-budget", "120", "--mutation-workers", "2")
+    _, before = _main(project, *args)
+    assert before["components"]["mutation"]["score"] == 100.0
+    (project / "tests" / "test_calc.py").unlink()  # only the smoke test is left: it checks no result
+    _, after = _main(project, *args)
+    assert not (project / "mutants" / "tests" / "test_calc.py").exists()
+    assert after["components"]["mutation"]["score"] < 50.0
 
 
 @pytest.mark.usefixtures("tiny_env")

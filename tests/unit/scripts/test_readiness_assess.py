@@ -307,3 +307,64 @@ def test_line_ranges() -> None:
     assert line_ranges([7]) == "7"
     assert line_ranges([3, 1, 2, 7, 9, 10]) == "1-3, 7, 9-10"
     assert line_ranges(list(range(0, 40, 2)), limit=3) == "0, 2, 4, ... (17 more)"
+
+
+COLLECTION_ERROR = """<testsuites><testsuite>
+<testcase classname="tests.test_core" name="test_ok"/>
+<testcase classname="" name="tests.test_broken"><error message="collection failure">ImportError while importing test module 'tests/test_broken.py'.
+E   ModuleNotFoundError: No module named 'nonexistent_mod'</error></testcase>
+</testsuite></testsuites>"""
+GREEN_JUNIT = '<testsuite><testcase classname="tests.test_core" name="test_ok"/></testsuite>'
+
+
+def _fake_mutmut(tmp_path: Path, output: str) -> str:
+    """An "interpreter" that prints mutmut-like output, writes no results and fails."""
+    (tmp_path / "mutmut_output.txt").write_text(output)
+    script = tmp_path / "fake_python"
+    script.write_text(f"#!/bin/sh\ncat {tmp_path / 'mutmut_output.txt'}\nexit 1\n")
+    script.chmod(0o755)
+    return str(script)
+
+
+@pytest.mark.parametrize(
+    ("junit", "output", "expected", "unexpected"),
+    [
+        (
+            COLLECTION_ERROR,
+            "ERROR collecting tests/test_broken.py\nfailed to collect stats. runner returned 1\n",
+            "1 test module(s) fail to import or collect: tests/test_broken.py (ModuleNotFoundError)",
+            "tests of the mutated code to pass",
+        ),
+        (
+            GREEN_JUNIT,
+            "ImportError while importing test module '/p/mutants/tests/test_io.py'.\nERROR collecting x\n",
+            "mutmut's copy of the project (mutants/)",
+            "tests of the mutated code to pass",
+        ),
+        (
+            JUNIT,
+            "failed to collect stats. runner returned 1\n",
+            "1 test(s) fail, e.g. tests/test_core.py",
+            "",
+        ),
+        (
+            GREEN_JUNIT,
+            "1 passed in 0.02s\nFAILED: Unable to force test failures\n",
+            "no test calls the mutated code",
+            "tests of the mutated code to pass",
+        ),
+    ],
+    ids=["import-error-in-suite", "import-error-in-mutants-copy", "failing-test", "no-test-calls-the-code"],
+)
+def test_mutation_errors_say_why_nothing_was_checked(
+    project: Path, tmp_path: Path, junit: str, output: str, expected: str, unexpected: str
+) -> None:
+    (project / "junit.xml").write_text(junit)
+    options = _options(project, mutation=True, python=_fake_mutmut(tmp_path, output), out_dir=tmp_path / "o")
+    report = assess(options).report
+    (error,) = report["verdict"]["errors"]
+    first = error.splitlines()[0]
+    assert first.startswith("mutation testing checked no mutant")
+    assert expected in first
+    if unexpected:
+        assert unexpected not in first

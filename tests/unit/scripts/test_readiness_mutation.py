@@ -24,6 +24,7 @@ from scripts.readiness.mutation import (
     mutant_glob,
     parse_meta,
     read_module,
+    run_mutmut,
     status_of,
     stop_process_group,
 )
@@ -128,6 +129,52 @@ def test_clear_results_removes_only_the_named_modules(tmp_path: Path) -> None:
         (base / name).write_text("x")
     clear_results(tmp_path, ["pkg/core.py", "pkg/absent.py"])
     assert sorted(p.name for p in base.iterdir()) == ["io.py", "io.py.meta"]
+
+
+def _files(base: Path) -> list[str]:
+    return sorted(p.relative_to(base).as_posix() for p in base.rglob("*") if p.is_file())
+
+
+def test_every_run_refreshes_mutmuts_copy_of_the_tests(tmp_path: Path) -> None:
+    # the project today: one test file left, a configured also_copy dir; mutants/ from an older run
+    (tmp_path / "pyproject.toml").write_text('[tool.mutmut]\nalso_copy = ["configs"]\n')
+    (tmp_path / "tests").mkdir()
+    (tmp_path / "tests" / "test_kept.py").write_text("def test_kept():\n    pass\n")
+    mutants = tmp_path / "mutants"
+    for name in (
+        "tests/test_kept.py",
+        "tests/test_deleted.py",  # deleted from the project since: must not run again
+        "configs/old.yaml",
+        "test_top_deleted.py",
+        "pkg/core.py",
+        "pkg/core.py.meta",
+        "pkg/io.py",
+        "pkg/io.py.meta",
+    ):
+        (mutants / name).parent.mkdir(parents=True, exist_ok=True)
+        (mutants / name).write_text("stale")
+    run = run_mutmut(tmp_path, "true", ["pkg/core.py"], 30.0, 1, tmp_path / "out" / "mutmut.log")
+    assert run.returncode == 0
+    # mutmut copies the tests and also_copy paths afresh; other modules' cached results stay
+    assert _files(mutants) == ["pkg/io.py", "pkg/io.py.meta"]
+
+
+def test_refresh_never_deletes_outside_mutants(tmp_path: Path) -> None:
+    (tmp_path / "pyproject.toml").write_text('[tool.mutmut]\nalso_copy = [".", "../outside", "/etc"]\n')
+    (tmp_path / "mutants" / "pkg").mkdir(parents=True)
+    (tmp_path / "mutants" / "pkg" / "a.py").write_text("x")
+    (tmp_path / "outside").mkdir()
+    run_mutmut(tmp_path, "true", [], 30.0, 1, tmp_path / "mutmut.log")
+    assert (tmp_path / "outside").is_dir() and (tmp_path / "mutants" / "pkg" / "a.py").is_file()
+
+
+def test_refresh_reads_also_copy_from_setup_cfg(tmp_path: Path) -> None:
+    (tmp_path / "setup.cfg").write_text("[mutmut]\nalso_copy =\n    data\n    fixtures\n")
+    for name in ("data/a.json", "fixtures/b.txt", "keep/c.txt"):
+        (tmp_path / "mutants" / name).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / "mutants" / name).write_text("stale")
+    run_mutmut(tmp_path, "true", [], 30.0, 1, tmp_path / "mutmut.log")
+    assert _files(tmp_path / "mutants") == ["keep/c.txt"]
 
 
 def test_mutant_glob_matches_mutmut_names() -> None:
