@@ -37,8 +37,9 @@ what it measures (one pytest run, or the reports you pass):
   todos           TODO/FIXME/XXX/HACK comments (found with tokenize) and "for now"/"temporary"/
                   "placeholder" phrasing in comments; score = 100 * (1 - blockers / counted findings),
                   a blocker being a blocking tag such as "# TODO(blocker): ..."
-  critical_paths  share of passing checks of the critical modules and entry points: no failing test
-                  touches them, coverage at/above threshold, no blocking TODO, mutation score (if run)
+  critical_paths  share of passing checks of the critical modules and entry points: the source (and
+                  entry-point function) exists, no failing test touches them, coverage at/above
+                  threshold, no blocking TODO, mutation score (if run)
   mutation        (--mutation) mutmut 3 on the critical modules: detected / checked mutants
 
 the pytest run (one, in the project directory, with --python):
@@ -50,7 +51,8 @@ the pytest run (one, in the project directory, with --python):
 
 mutation (--mutation):
   runs "mutmut run" (mutmut 3, configured by the project's [tool.mutmut]) on the mutants of the
-  critical modules, after removing mutmut's cached results for those modules; stops after
+  critical modules, after removing mutmut's cached results for those modules and its copies of
+  the tests and other also_copy paths (so deleted tests stop counting); stops after
   --mutation-budget seconds and scores what was checked, from mutants/<module>.meta.
 
 score and bands:
@@ -314,6 +316,8 @@ def main(argv: list[str] | None = None) -> int:
     for reason in verdict["reasons"]:
         print(f"  - {reason}")
     print(f"Reports: {outcome.md_path} and {outcome.json_path}")
+    for warning in report["warnings"]:
+        print(f"assess_readiness: warning: {warning}", file=sys.stderr)
     for error in verdict["errors"]:
         print(f"assess_readiness: error: {error}", file=sys.stderr)
     return outcome.exit_code

@@ -321,6 +321,11 @@ def assess(options: Options) -> Outcome:
     mutation_s = time.perf_counter() - mutation_started if options.mutation else 0.0
 
     health = critical_mod.evaluate(config.targets, root, m.tests, m.coverage, todos, mutation)
+    for target in health.missing:
+        section = "critical_modules" if target.target.kind == "module" else "entry_points"
+        check = target.check("exists")
+        detail = check.detail if check is not None else ""
+        m.warnings.append(f"{detail}: check its spelling in [tool.readiness.{section}]")
     components = _components(m, todos, health, config, mutation, mutation_error)
     combined = combine(components, weights)
     failures = hard_failures(config.hard_conditions, m.tests, todos, health)

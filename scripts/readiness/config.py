@@ -59,8 +59,11 @@ HARD_CONDITIONS: dict[str, str] = {
     "no_tests": "the test run executed no tests",
     "critical_coverage": "a critical target is below its coverage threshold",
     "mutation_below_threshold": "a critical module's mutation score is below its threshold",
+    "missing_critical_target": "a critical module or entry point cannot be found (always on)",
 }
 DEFAULT_HARD_CONDITIONS: tuple[str, ...] = ("critical_test_failure", "critical_blocker_todo", "no_tests")
+# Checked whatever hard_conditions says: a misspelled critical module must never pass silently.
+ALWAYS_ON_CONDITIONS: tuple[str, ...] = ("missing_critical_target",)
 DEFAULT_BLOCKER_TAGS: tuple[str, ...] = ("blocker", "blocking", "release-blocker")
 DEFAULT_PHRASES: tuple[str, ...] = (
     "for now",

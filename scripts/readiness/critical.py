@@ -3,12 +3,14 @@
 Each target gets a list of checks, each passing, failing or "not measured" (when its data was
 not collected in this run):
 
-- ``exists``: the source file exists;
+- ``exists``: the source file exists (and defines the entry point's function); a missing one
+  is usually a misspelling, so it is also a warning and always fails the gate;
 - ``tests``: no failed or errored test touches it. A test touches a target when its failure
   traceback names the target's file, or its test file imports the target's module
   (``import pkg.mod``, ``from pkg.mod import x``, ``from pkg import mod``);
 - ``line_coverage`` / ``branch_coverage``: at or above the target's thresholds (entry points:
-  the coverage of the entry-point function);
+  the coverage of the entry-point function); a report without branch data fails a branch
+  threshold (unmeasured is never better than measured);
 - ``blocker_todos``: no blocking TODO in its file;
 - ``mutation`` (modules only, when mutation testing ran): mutation score at or above threshold.
 
@@ -19,6 +21,7 @@ a missing one is a failed check).
 from __future__ import annotations
 
 import ast
+import difflib
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -113,6 +116,11 @@ class CriticalHealth:
         ]
 
     @property
+    def missing(self) -> list[TargetHealth]:
+        """Targets whose source (or entry-point function) cannot be found: misspelled config."""
+        return [t for t in self.targets if (c := t.check("exists")) is not None and c.status == FAIL]
+
+    @property
     def score(self) -> float | None:
         """Share of passing measured checks, in percent (None without targets or measured checks)."""
         checks = self.measured_checks
@@ -176,6 +184,90 @@ def _coverage_counts(target: CriticalTarget, coverage: CoverageReport) -> tuple[
     return counts, f"function {target.function}"
 
 
+_SKIPPED_DIRS = frozenset({"mutants", "node_modules", "site-packages", "__pycache__", "build", "dist"})
+
+
+def _entries(directory: Path, dotted: bool) -> list[str]:
+    """Module and package names in ``directory`` (``core.py`` / ``core`` for dotted names)."""
+    try:
+        entries = sorted(directory.iterdir())
+    except OSError:
+        return []
+    names = []
+    for entry in entries:
+        if entry.name.startswith(".") or entry.name in _SKIPPED_DIRS:
+            continue
+        if entry.is_dir() and (entry / "__init__.py").is_file():
+            names.append(entry.name)
+        elif entry.suffix == ".py" and entry.is_file():
+            names.append(entry.stem if dotted else entry.name)
+    return names
+
+
+def _exists(root: Path, parts: list[str], dotted: bool) -> bool:
+    path = root.joinpath(*parts)
+    if dotted:
+        return path.is_dir() or path.with_name(path.name + ".py").is_file()
+    return path.is_file()
+
+
+def suggestion(root: Path, target: CriticalTarget) -> str | None:
+    """The existing module one misspelled part away from a target that cannot be found, if any.
+
+    Spelled like the target: ``pkg/core.py`` for a path, ``pkg.core`` for a dotted name.
+    """
+    dotted = not (target.name.endswith(".py") or "/" in target.name)
+    parts = target.module.split(".") if dotted else target.name.split(":", 1)[0].split("/")
+    if any(part in ("", ".", "..") for part in parts):
+        return None
+    directory = root
+    for index, part in enumerate(parts):
+        if (directory / part).is_dir() and index < len(parts) - 1:
+            directory = directory / part
+            continue
+        close = difflib.get_close_matches(part, _entries(directory, dotted), n=1, cutoff=0.6)
+        fixed = [*parts[:index], *close, *parts[index + 1 :]]
+        if close and _exists(root, fixed, dotted):
+            return ".".join(fixed) if dotted else "/".join(fixed)
+        return None
+    return None
+
+
+def _defined_names(body: list[ast.stmt]) -> dict[str, ast.stmt]:
+    """Names bound at the top of a module or class body, with the statement that binds them."""
+    names: dict[str, ast.stmt] = {}
+    for node in body:
+        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
+            names[node.name] = node
+        elif isinstance(node, (ast.Assign, ast.AnnAssign)):
+            targets = node.targets if isinstance(node, ast.Assign) else [node.target]
+            names.update((t.id, node) for t in targets if isinstance(t, ast.Name))
+        elif isinstance(node, (ast.Import, ast.ImportFrom)):
+            names.update(((a.asname or a.name).split(".")[0], node) for a in node.names)
+    return names
+
+
+def missing_function(root: Path, path: str, function: str) -> str | None:
+    """Why ``function`` (``name`` or ``Class.method``) is not defined in ``path``; None if it is (or unknown)."""
+    try:
+        tree = ast.parse((root / path).read_bytes(), filename=path)
+    except (OSError, SyntaxError, ValueError):
+        return None  # cannot tell: the other checks report on the file
+    body: list[ast.stmt] = tree.body
+    parts = function.split(".")
+    for depth, part in enumerate(parts):
+        names = _defined_names(body)
+        if part not in names:
+            close = difflib.get_close_matches(part, list(names), n=1)
+            hint = f" (did you mean {'.'.join([*parts[:depth], close[0]])!r}?)" if close else ""
+            return f"{path} defines no {function!r}{hint}"
+        node = names[part]
+        if not isinstance(node, ast.ClassDef):
+            return None  # found: a function, or a name bound some other way (not looked into)
+        body = node.body
+    return None
+
+
 def _threshold_check(name: str, value: float | None, threshold: float | None, what: str) -> Check:
     if threshold is None:
         return Check(name, NOT_MEASURED, "no threshold set")
@@ -197,7 +289,11 @@ def _coverage_checks(health: TargetHealth, coverage: CoverageReport | None) -> N
         health.branch_percent = counts.branch_percent if coverage.branch_measured else None
     health.checks.append(_threshold_check("line_coverage", health.line_percent, target.thresholds.line, what))
     if not coverage.branch_measured:
-        health.checks.append(Check("branch_coverage", NOT_MEASURED, "branch coverage was not measured"))
+        if target.thresholds.branch is None:
+            health.checks.append(Check("branch_coverage", NOT_MEASURED, "no threshold set"))
+        else:
+            detail = "the coverage report has no branch data, so the branch threshold cannot be met"
+            health.checks.append(Check("branch_coverage", FAIL, detail, None, target.thresholds.branch))
     else:
         health.checks.append(
             _threshold_check("branch_coverage", health.branch_percent, target.thresholds.branch, what)
@@ -234,7 +330,13 @@ def evaluate_target(
     """Run every check of one target."""
     health = TargetHealth(target)
     if target.path is None:
-        health.checks.append(Check("exists", FAIL, f"cannot find the source of {target.name}"))
+        close = suggestion(index.root, target)
+        hint = f" (did you mean {close!r}?)" if close else ""
+        health.checks.append(Check("exists", FAIL, f"cannot find the source of {target.name}{hint}"))
+        return health
+    absent = missing_function(index.root, target.path, target.function) if target.function else None
+    if absent is not None:
+        health.checks.append(Check("exists", FAIL, f"cannot find entry point {target.name}: {absent}"))
         return health
     health.checks.append(Check("exists", PASS, target.path))
     if tests is None:

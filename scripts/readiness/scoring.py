@@ -18,6 +18,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
+from scripts.readiness.config import ALWAYS_ON_CONDITIONS
 from scripts.readiness.coverage_json import CoverageReport
 from scripts.readiness.critical import FAIL, CriticalHealth
 from scripts.readiness.errors import ReadinessError
@@ -132,9 +133,9 @@ def hard_failures(
     todos: TodoScan,
     critical: CriticalHealth,
 ) -> list[HardFailure]:
-    """The configured hard conditions that hold (conditions without data cannot trigger)."""
+    """The configured (and always-on) hard conditions that hold (conditions without data cannot trigger)."""
     found: list[HardFailure] = []
-    for condition in conditions:
+    for condition in (*conditions, *(c for c in ALWAYS_ON_CONDITIONS if c not in conditions)):
         detail = _condition_detail(condition, tests, todos, critical)
         if detail:
             found.append(HardFailure(condition, detail))
@@ -173,6 +174,13 @@ def _condition_detail(
     if condition == "mutation_below_threshold":
         failing = _failing_checks(critical, ("mutation",))
         return f"mutation score below threshold: {_list(failing)}" if failing else ""
+    if condition == "missing_critical_target":
+        missing = [t.target.name for t in critical.missing]
+        return (
+            f"critical target(s) not found (misspelled in [tool.readiness]?): {_list(missing)}"
+            if missing
+            else ""
+        )
     raise ReadinessError(f"unknown hard condition {condition!r}")
 
 

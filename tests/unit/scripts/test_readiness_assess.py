@@ -368,3 +368,33 @@ def test_mutation_errors_say_why_nothing_was_checked(
     assert expected in first
     if unexpected:
         assert unexpected not in first
+
+
+@pytest.mark.parametrize(
+    ("section", "name", "expected"),
+    [
+        (
+            "critical_modules",
+            '"pkg/cor.py"',
+            "cannot find the source of pkg/cor.py (did you mean 'pkg/core.py'?)",
+        ),
+        ("critical_modules", '"pkg.coer"', "cannot find the source of pkg.coer (did you mean 'pkg.core'?)"),
+        ("entry_points", '"pkg.cli:mian"', "pkg/cli.py defines no 'mian' (did you mean 'main'?)"),
+    ],
+    ids=["path", "dotted", "entry-point-function"],
+)
+def test_misspelled_critical_target_warns_and_fails_the_gate(
+    project: Path, section: str, name: str, expected: str
+) -> None:
+    # hard_conditions = []: the check cannot be configured away
+    (project / "pyproject.toml").write_text(
+        f"[tool.readiness]\nsource = ['pkg']\nhard_conditions = []\n[tool.readiness.{section}]\n{name} = {{}}\n"
+    )
+    (project / "junit.xml").write_text(GREEN_JUNIT)
+    report = assess(_options(project, fail_under=0.0)).report
+    (warning,) = [w for w in report["warnings"] if "cannot find" in w]
+    assert expected in warning and f"[tool.readiness.{section}]" in warning
+    assert not report["verdict"]["passed"] and report["verdict"]["exit_code"] == 1
+    (failure,) = report["verdict"]["hard_failures"]
+    assert failure["condition"] == "missing_critical_target"
+    assert report["components"]["critical_paths"]["score"] == 0.0

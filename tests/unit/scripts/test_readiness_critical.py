@@ -17,6 +17,8 @@ from scripts.readiness.critical import (
     ImportIndex,
     TargetHealth,
     evaluate,
+    missing_function,
+    suggestion,
     touches,
 )
 from scripts.readiness.junit import TestCase, parse_junit
@@ -151,6 +153,20 @@ def test_file_absent_from_coverage_fails(root: Path) -> None:
     coverage = parse_coverage_json(_coverage(branch=False))
     (health,) = evaluate((_target(path="pkg/other.py"),), root, None, coverage, TodoScan()).targets
     assert _check(health, "line_coverage").status == FAIL
+    assert _check(health, "branch_coverage").status == FAIL  # no branch data cannot meet a branch threshold
+
+
+def test_missing_branch_data_fails_a_branch_threshold_only(root: Path) -> None:
+    """Dropping branch data from the report must never turn a failing branch check into an unscored one."""
+    with_branches = parse_coverage_json(_coverage(branch=True))  # pkg/core.py: branch 25% < 50%
+    without = parse_coverage_json(_coverage(branch=False))
+    for coverage in (with_branches, without):
+        (health,) = evaluate((_target(),), root, None, coverage, TodoScan()).targets
+        assert _check(health, "branch_coverage").status == FAIL
+    no_threshold = CriticalTarget(
+        "pkg/core.py", "module", "pkg.core", "pkg/core.py", None, Thresholds(80, None)
+    )
+    (health,) = evaluate((no_threshold,), root, None, without, TodoScan()).targets
     assert _check(health, "branch_coverage").status == NOT_MEASURED
 
 
@@ -179,3 +195,39 @@ def test_case_without_file_is_matched_by_traceback_only() -> None:
     assert touches(case, _target(), ImportIndex(Path("."))) == "traceback"
     case = TestCase("", "x", "failed", None, "call", "m", "")
     assert touches(case, _target(), ImportIndex(Path("."))) is None
+
+
+def test_missing_function_knows_defs_classes_assignments_and_imports(tmp_path: Path) -> None:
+    (tmp_path / "cli.py").write_text(
+        "import argparse\nfrom os import path as p\nrun: int = 1\nalias = print\n"
+        "def main():\n    pass\nasync def serve():\n    pass\n"
+        "class App:\n    def start(self):\n        pass\n    Nested = int\n"
+    )
+    for name in ("main", "serve", "run", "alias", "p", "argparse", "App", "App.start", "App.Nested"):
+        assert missing_function(tmp_path, "cli.py", name) is None, name
+    assert missing_function(tmp_path, "cli.py", "mian") == "cli.py defines no 'mian' (did you mean 'main'?)"
+    assert missing_function(tmp_path, "cli.py", "App.strat") == (
+        "cli.py defines no 'App.strat' (did you mean 'App.start'?)"
+    )
+    assert missing_function(tmp_path, "cli.py", "zzz") == "cli.py defines no 'zzz'"
+    (tmp_path / "broken.py").write_text("def (:\n")
+    assert missing_function(tmp_path, "broken.py", "main") is None  # cannot tell
+    assert missing_function(tmp_path, "absent.py", "main") is None
+
+
+def test_suggestion_finds_the_closest_module(tmp_path: Path) -> None:
+    (tmp_path / "pkg" / "sub").mkdir(parents=True)
+    for name in ("pkg/__init__.py", "pkg/core.py", "pkg/sub/__init__.py", "tool.py"):
+        (tmp_path / name).write_text("")
+
+    def suggest(name: str, module: str) -> str | None:
+        return suggestion(tmp_path, CriticalTarget(name, "module", module, None, None, Thresholds()))
+
+    assert suggest("pkg/cor.py", "pkg.cor") == "pkg/core.py"
+    assert suggest("pgk/core.py", "pgk.core") == "pkg/core.py"
+    assert suggest("pkg/nope/deep/x.py", "pkg.nope.deep.x") is None
+    assert suggest("pgk/cor.py", "pgk.cor") is None  # one misspelled part at most
+    assert suggest("pkg.coer", "pkg.coer") == "pkg.core"
+    assert suggest("pkg.sbu", "pkg.sbu") == "pkg.sub"
+    assert suggest("tol.py", "tol") == "tool.py"
+    assert suggest("../elsewhere/x.py", "..elsewhere.x") is None
