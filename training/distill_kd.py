@@ -13,9 +13,10 @@ import json
 import sys
 from collections.abc import Callable
 
-from training.kd_config import ConfigFileError, load_config
+from training.kd_config import load_config
 from training.run_hooks import add_run_control_args, hooks_from_args
-from training.trainer import KDTrainer, ResumeMismatchError, TrainingDiverged, TrainResult
+from training.trainer import KDTrainer, TrainingDiverged, TrainResult
+from training.user_errors import report_user_errors
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -33,13 +34,16 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def run_and_report(train: Callable[[], TrainResult]) -> int:
-    """Run a training callable the way every training CLI does: errors become exit codes (2 config/resume,
-    1 diverged), the result is printed as JSON, and an interrupt exits 130 with a hint to rerun."""
+    """Run a training callable the way every training CLI does: a user error (bad config, missing or bad
+    data, teacher or tokenizer, a damaged checkpoint to resume, data changed under ``out_dir``; see
+    :mod:`training.user_errors`) is one ``error:`` line and exit code 2, divergence is exit code 1, the
+    result is printed as JSON, and an interrupt exits 130 with a hint to rerun."""
+    return report_user_errors(lambda: _train_and_report(train))
+
+
+def _train_and_report(train: Callable[[], TrainResult]) -> int:
     try:
         result = train()
-    except (ConfigFileError, ResumeMismatchError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
     except TrainingDiverged as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
@@ -49,7 +53,7 @@ def run_and_report(train: Callable[[], TrainResult]) -> int:
                "tokens_per_second": round(result.tokens_per_second, 1)}
     print(json.dumps(summary, indent=2, sort_keys=True))
     if result.status == "interrupted":
-        print(f"interrupted at step {result.step}; checkpoint written. Rerun the same command to resume.",
+        print(f"interrupted at step {result.step}; {result.checkpoint_message()}. Rerun the same command to resume.",
               file=sys.stderr)
         return 130
     return 0

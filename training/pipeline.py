@@ -25,15 +25,16 @@ from typing import Any
 
 import torch
 import yaml
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from training.data_adapter import eval_batches
 from training.evaluation import evaluate_loss, evaluate_task, generate_completions
-from training.kd_config import KDConfig
+from training.kd_config import ConfigFileError, KDConfig
 from training.model import Student
 from training.teachers import CheckpointTeacher
 from training.toy_data import task_examples, write_jsonl
 from training.trainer import KDTrainer
+from training.user_errors import user_error_exit
 
 
 class _Strict(BaseModel):
@@ -81,6 +82,28 @@ class PipelineConfig(_Strict):
     train: PipelineTrain = PipelineTrain()
     kd: PipelineKD = PipelineKD()
     export: PipelineExport = PipelineExport()
+
+
+def load_pipeline_config(path: str | Path) -> PipelineConfig:
+    """Read and validate a pipeline YAML config.
+
+    Raises:
+        ConfigFileError: naming the file, and every unknown or invalid key with its dotted path.
+    """
+    path = Path(path)
+    try:
+        data = yaml.safe_load(path.read_text()) or {}
+    except (OSError, yaml.YAMLError) as exc:
+        reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else exc
+        raise ConfigFileError(f"cannot read the pipeline config {path}: {reason}; pass --config FILE "
+                              "(default configs/toy.yaml, relative to the repository root)") from exc
+    if not isinstance(data, dict):
+        raise ConfigFileError(f"{path} must hold a mapping at the top level")
+    try:
+        return PipelineConfig.model_validate(data)
+    except ValidationError as exc:
+        problems = "; ".join(f"{'.'.join(str(p) for p in err['loc'])}: {err['msg']}" for err in exc.errors())
+        raise ConfigFileError(f"invalid pipeline config {path}: {problems}") from exc
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -244,9 +267,11 @@ def run_pipeline(cfg: PipelineConfig, out: Path, export: bool = True) -> dict[st
     return report
 
 
+@user_error_exit
 def main(argv: list[str] | None = None) -> int:
+    """Run the pipeline; exit code 0 done, 1 a blocking export failure, 2 a user error (one line)."""
     args = build_parser().parse_args(argv)
-    cfg = PipelineConfig.model_validate(yaml.safe_load(Path(args.config).read_text()) or {})
+    cfg = load_pipeline_config(args.config)
     out = Path(args.out)
     report = run_pipeline(cfg, out, export=not args.no_export)
     print()

@@ -25,6 +25,7 @@ from typing import Any
 from training.queue_journal import load_journal
 from training.queue_layout import PRIORITIES, QueueLayout, data_files, submit
 from training.runctl import pid_alive
+from training.user_errors import user_error_exit
 
 
 def daemon_pid(layout: QueueLayout) -> int | None:
@@ -104,6 +105,7 @@ def _serve(args: argparse.Namespace) -> int:
     return 0
 
 
+@user_error_exit
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     if args.action == "serve":

@@ -19,6 +19,7 @@ import sys
 
 from training.teacher_sources.cache_builder import CacheSettings, build_topk_cache
 from training.teacher_sources.spec import add_teacher_arguments
+from training.user_errors import user_error_exit
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -59,6 +60,7 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+@user_error_exit
 def main(argv: list[str] | None = None) -> int:
     import torch
 

@@ -19,6 +19,7 @@ from torch import Tensor
 
 from training.model import Student
 from training.tokenizer import DistilleryTokenizer, check_tokenizers_match
+from training.user_errors import UserError
 
 if TYPE_CHECKING:
     from training.kd_config import TeacherSection
@@ -26,6 +27,10 @@ if TYPE_CHECKING:
 
 class VocabularyMismatchError(ValueError):
     """Teacher and student do not share a vocabulary."""
+
+
+class TeacherPathError(UserError):
+    """A teacher section names a directory that does not exist."""
 
 
 @dataclass
@@ -126,7 +131,14 @@ _DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torc
 
 
 def build_teacher(section: TeacherSection) -> Teacher:
-    """The teacher a validated ``teacher`` config section names (``kind``: checkpoint, hf, http or cache)."""
+    """The teacher a validated ``teacher`` config section names (``kind``: checkpoint, hf, http or cache).
+
+    Raises:
+        TeacherPathError: when ``path`` (checkpoint, hf, cache) is not a directory.
+    """
+    if section.kind in ("checkpoint", "hf", "cache") and not Path(str(section.path)).is_dir():
+        raise TeacherPathError(f"teacher {section.kind} directory {section.path} does not exist; fix teacher.path "
+                               "(or --teacher) to name the teacher's directory")
     if section.kind == "checkpoint":
         assert section.path is not None
         return CheckpointTeacher(section.path, dtype=_DTYPES[section.dtype])

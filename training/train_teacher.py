@@ -23,6 +23,7 @@ from training.tasks import get_task
 from training.tokenizer import DistilleryTokenizer
 from training.toy_data import task_examples, write_jsonl
 from training.trainer import KDTrainer
+from training.user_errors import user_error_exit
 
 
 class TeacherRecipe(BaseModel):
@@ -91,6 +92,7 @@ def train_teacher(recipe: TeacherRecipe, out: Path, work: Path) -> dict[str, Any
     return {"metrics": result.metrics, "wall_seconds": result.wall_seconds, "step": result.step}
 
 
+@user_error_exit
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     recipe = TeacherRecipe.model_validate(yaml.safe_load(Path(args.config).read_text()))

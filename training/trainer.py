@@ -22,7 +22,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from training.artifact import verify_manifest
+from training.artifact import ArtifactError, verify_manifest
 from training.checkpoint import latest_valid_checkpoint, load_checkpoint, save_checkpoint
 from training.data.unpack import Unpacked
 from training.data_adapter import TrainStream, load_eval_examples, val_batches
@@ -387,7 +387,11 @@ class KDTrainer:
                 else Path(self.cfg.resume))
         if path is None:
             return None
-        verify_manifest(path)
+        try:
+            verify_manifest(path)
+        except ArtifactError as exc:
+            raise ArtifactError(f"cannot resume from {path}: {exc}; name another checkpoint with resume=PATH, or "
+                                "start over with resume=never") from exc
         saved = json.loads((path / "trainer_state.json").read_text())
         locked_now = _locked_values(self.cfg)
         for key, old in saved.get("locked", {}).items():

@@ -9,7 +9,14 @@ report and refusal), :mod:`~training.data.batching` and :mod:`~training.data.str
 
 from training.data.collate import PackedRow, Row, block_causal_mask, collate
 from training.data.encoding import IGNORE_INDEX, EncodedExample, TokenizerLike, encode_example, example_length
-from training.data.errors import DataError, DataQualityError, MalformedRecordError, SequenceTooLongError
+from training.data.errors import (
+    DataError,
+    DataFileError,
+    DataQualityError,
+    MalformedRecordError,
+    SequenceTooLongError,
+    StreamStateError,
+)
 from training.data.guardrail import LengthReport, check_lengths, histogram_percentile, length_report
 from training.data.json_mend import JsonMendCounter, MendResult, mend_json
 from training.data.quarantine import QuarantineLog
@@ -20,6 +27,7 @@ from training.data.stream import ExampleStream, Shard, StreamConfig
 __all__ = [
     "IGNORE_INDEX",
     "DataError",
+    "DataFileError",
     "DataQualityError",
     "EncodedExample",
     "Example",
@@ -36,6 +44,7 @@ __all__ = [
     "SequenceTooLongError",
     "Shard",
     "StreamConfig",
+    "StreamStateError",
     "TokenizerLike",
     "block_causal_mask",
     "check_lengths",

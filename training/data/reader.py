@@ -8,10 +8,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import pyarrow as pa
 import pyarrow.parquet as pq
 from pydantic import ValidationError
 
-from training.data.errors import MalformedRecordError
+from training.data.errors import DataFileError, MalformedRecordError, check_data_files
 from training.data.quarantine import QuarantineLog
 from training.data.schema import Example, describe_validation_error
 
@@ -68,9 +69,20 @@ def _iter_jsonl(path: Path) -> Iterator[RawRecord]:
                 yield RawRecord(str(path), number, payload)
 
 
+def _open_parquet(path: Path) -> pq.ParquetFile:
+    """Open a Parquet file; one that is not Parquet raises :class:`DataFileError` naming it."""
+    try:
+        return pq.ParquetFile(path)
+    except (pa.ArrowException, OSError) as error:
+        if isinstance(error, FileNotFoundError):
+            raise
+        raise DataFileError(f"{path} is not a readable Parquet file ({error}); convert it to Parquet, or "
+                            f"rename it to .jsonl if it holds JSON lines") from error
+
+
 def _iter_parquet(path: Path) -> Iterator[RawRecord]:
     number = 0
-    for batch in pq.ParquetFile(path).iter_batches(batch_size=_PARQUET_BATCH_ROWS):
+    for batch in _open_parquet(path).iter_batches(batch_size=_PARQUET_BATCH_ROWS):
         for row in batch.to_pylist():
             number += 1
             yield RawRecord(str(path), number, row)
@@ -80,16 +92,21 @@ def iter_raw_records(path: str | Path) -> Iterator[RawRecord]:
     """Yield the records of one file in order without parsing them.
 
     JSONL is read line by line; Parquet batch by batch within each row group (never the whole file).
+
+    Raises:
+        DataFileError: (at once, not on the first ``next``) when the file does not exist.
     """
     path = Path(path)
+    check_data_files([path])
     return _iter_jsonl(path) if _file_kind(path) == "jsonl" else _iter_parquet(path)
 
 
 def count_records(path: str | Path) -> int:
     """Number of records in a file: non-blank lines of a JSONL file, rows of a Parquet file (metadata only)."""
     path = Path(path)
+    check_data_files([path])
     if _file_kind(path) == "parquet":
-        return pq.ParquetFile(path).metadata.num_rows
+        return _open_parquet(path).metadata.num_rows
     return sum(1 for _ in _iter_jsonl(path))
 
 

@@ -35,7 +35,7 @@ from torch.utils.data import IterableDataset, get_worker_info
 from training.data.batching import BucketBatcher, ItemRows, Key, PackBatcher, ShuffleBuffer, StreamItem
 from training.data.collate import PackedRow, collate
 from training.data.encoding import TokenizerLike, encode_example
-from training.data.errors import DataError
+from training.data.errors import DataError, StreamStateError, check_data_files
 from training.data.quarantine import QuarantineLog
 from training.data.reader import RawRecord, accept_record, iter_raw_records
 
@@ -193,8 +193,7 @@ class ExampleStream(IterableDataset[dict[str, Tensor]]):
         if world_size < 1 or not 0 <= rank < world_size:
             raise ValueError(f"need 0 <= rank < world_size, got rank={rank}, world_size={world_size}")
         self.paths = [Path(p) for p in paths]
-        if missing := [str(p) for p in self.paths if not p.is_file()]:
-            raise FileNotFoundError(f"data files not found: {missing}")
+        check_data_files(self.paths)
         self.tokenizer = tokenizer
         self.config = config
         self.rank = rank
@@ -270,13 +269,18 @@ class ExampleStream(IterableDataset[dict[str, Tensor]]):
         """Resume from :meth:`state_dict`'s output; the next ``iter()`` continues exactly there.
 
         Raises:
-            ValueError: when the state was saved with another format, config, file set, rank or tokenizer.
+            StreamStateError: (a ValueError) when the state was saved with another format, config, file set,
+                rank or tokenizer.
         """
         if state.get("format") != STATE_FORMAT:
-            raise ValueError(f"unsupported stream state format {state.get('format')!r}; expected {STATE_FORMAT}")
+            raise StreamStateError(f"unsupported stream state format {state.get('format')!r}; expected "
+                                   f"{STATE_FORMAT}")
         mine = self._fingerprint()
         if differing := sorted(k for k in mine if mine[k] != state["fingerprint"].get(k)):
-            raise ValueError(f"the saved stream state does not match this stream (differs in {differing})")
+            raise StreamStateError(
+                f"the saved stream state does not match this stream (differs in {differing}): the data files, "
+                "batching settings, world size or tokenizer changed since the checkpoint was written; restore "
+                "them, or start a new run with a new out_dir or resume=never")
         self.set_epoch(state["epoch"])
         self._batches_yielded = state["batches_yielded"]
         self._pending = copy.deepcopy(state["pipeline"])

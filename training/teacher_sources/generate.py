@@ -30,6 +30,7 @@ from training.data.schema import Example, describe_validation_error
 from training.teacher_sources.local import GenerationParams, generate_ids, is_dense_local
 from training.teacher_sources.spec import add_teacher_arguments
 from training.tokenizer import check_tokenizers_match
+from training.user_errors import user_error_exit
 
 
 class TextTeacher(Protocol):
@@ -197,6 +198,7 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+@user_error_exit
 def main(argv: list[str] | None = None) -> int:
     import torch
 
