@@ -12,6 +12,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 import shutil
 import tempfile
 import warnings
@@ -103,7 +104,8 @@ def write_artifact(directory: str | Path, populate: Callable[[Path], None]) -> P
     added and the temporary directory is renamed into place. A crash leaves the old artifact intact."""
     directory = Path(directory).resolve()
     directory.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{directory.name}.tmp-", dir=directory.parent))
+    # the writer's pid in the name lets remove_stale_temporaries tell a crashed write from a live one
+    tmp = Path(tempfile.mkdtemp(prefix=f".{directory.name}.tmp-{os.getpid()}-", dir=directory.parent))
     old: Path | None = None
     try:
         # mkdtemp creates the directory 0700; give the artifact the mode an ordinary mkdir would have,
@@ -131,6 +133,73 @@ def write_artifact(directory: str | Path, populate: Callable[[Path], None]) -> P
     if old is not None:
         shutil.rmtree(old, ignore_errors=True)
     return directory
+
+
+_TEMPORARY = re.compile(r"^\.(?P<name>.+?)\.(?P<kind>tmp|old)-(?P<rest>.+)$")
+_TMP_WITH_PID = re.compile(r"^(?P<pid>\d+)-")
+_LEGACY_TMP = re.compile(r"^[a-z0-9_]{8}$")  # tempfile.mkdtemp's random part, before pids were in names
+
+
+def _pid_alive(pid: int) -> bool:
+    """Whether a process with this id exists on this machine."""
+    if pid <= 0:
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True  # exists, owned by someone else
+    except OSError:
+        return False
+    return True
+
+
+def remove_stale_temporaries(parent: str | Path, names: re.Pattern[str], *, started_at: float) -> list[Path]:
+    """Clean up after :func:`write_artifact` calls that crashed (killed, out of memory, power loss) in ``parent``.
+
+    Only entries that are clearly ours are touched: ``.<name>.tmp-<pid>-<random>`` (a partial write) and
+    ``.<name>.old-<pid>`` (the previous artifact, moved aside during the final rename), where ``<name>``
+    matches ``names``. An entry is stale when its writer cannot still be writing it: the pid is not a live
+    process, or it is this process and the entry is older than ``started_at`` (a wall-clock time: the run's
+    start, or now on a failure path); a temporary without a pid (older Distillery) is stale when older than
+    ``started_at``. Entries of other live processes are left alone. Stale partial writes are deleted; a
+    stale ``.old-`` directory is deleted when ``<name>`` exists, else renamed back to ``<name>`` (the crash
+    came between the two renames and it is the only copy). Pids are this machine's: do not share one
+    directory between writers on several machines. Returns the paths removed or restored.
+    """
+    parent = Path(parent)
+    if not parent.is_dir():
+        return []
+    done: list[Path] = []
+    for entry in sorted(parent.iterdir()):
+        match = _TEMPORARY.match(entry.name)
+        if match is None or not names.fullmatch(match["name"]) or not entry.is_dir() or entry.is_symlink():
+            continue
+        rest = match["rest"]
+        pid_match = _TMP_WITH_PID.match(rest) if match["kind"] == "tmp" else re.fullmatch(r"(?P<pid>\d+)", rest)
+        if pid_match is None and not (match["kind"] == "tmp" and _LEGACY_TMP.fullmatch(rest)):
+            continue
+        try:
+            older = entry.stat().st_mtime < started_at
+        except OSError:
+            continue
+        if pid_match is None:
+            stale = older
+        else:
+            pid = int(pid_match["pid"])
+            stale = older if pid == os.getpid() else not _pid_alive(pid)
+        if not stale:
+            continue
+        target = parent / match["name"]
+        if match["kind"] == "old" and not target.exists():
+            os.rename(entry, target)
+            warnings.warn(f"restored {target} from {entry.name}, left by a write that crashed between its "
+                          "two renames", stacklevel=2)
+        else:
+            shutil.rmtree(entry, ignore_errors=True)
+        done.append(entry)
+    return done
 
 
 def _umask() -> int:

@@ -4,11 +4,17 @@ A checkpoint is an artifact directory (atomic write, sha256 manifest) holding ``
 ``optimizer.safetensors`` (every optimizer tensor), ``config.json`` and ``trainer_state.json`` (step,
 optimizer hyper-parameters, RNG states, data position, best metric, config fingerprint). Nothing is
 unpickled on load, so a checkpoint from elsewhere cannot run code.
+
+Progress is never lost to housekeeping: a checkpoint is verified against its manifest right after it is
+written; pruning keeps the one just written whatever the others' step numbers, counts only checkpoints that
+verify, and moves damaged ones aside (``step-XXXXXXXX.damaged``, with a warning) instead of keeping them in
+place of good ones. :func:`remove_stale_checkpoint_temporaries` clears what a crashed write left behind.
 """
 
 from __future__ import annotations
 
 import json
+import math
 import random
 import re
 import shutil
@@ -23,6 +29,7 @@ from safetensors.torch import save_file
 from training.artifact import (
     ArtifactError,
     read_safetensors,
+    remove_stale_temporaries,
     student_state_dict,
     verify_manifest,
     write_artifact,
@@ -30,6 +37,32 @@ from training.artifact import (
 from training.model import Student
 
 _STEP_DIR = re.compile(r"^step-(\d{8})$")
+DAMAGED_SUFFIX = ".damaged"
+
+
+class DamagedCheckpointWarning(UserWarning):
+    """A checkpoint failed verification and was skipped or moved aside."""
+
+
+class NonFiniteStateError(ArtifactError):
+    """The model or optimizer holds NaN/inf values: such a state is not written as a checkpoint."""
+
+
+def non_finite_tensors(model: torch.nn.Module, optimizer: torch.optim.Optimizer | None = None) -> list[str]:
+    """Names of model parameters/buffers and optimizer state tensors holding NaN or inf (empty: all finite)."""
+    bad = [name for name, t in model.state_dict().items()
+           if t.is_floating_point() and not bool(torch.isfinite(t).all())]
+    if optimizer is not None:
+        for idx, entry in optimizer.state_dict()["state"].items():
+            for key, value in entry.items():
+                if (isinstance(value, torch.Tensor) and value.is_floating_point()
+                        and not bool(torch.isfinite(value).all())):
+                    bad.append(f"optimizer.state.{idx}.{key}")
+        for group in optimizer.param_groups:
+            for key, value in group.items():
+                if isinstance(value, float) and not math.isfinite(value):
+                    bad.append(f"optimizer.param_groups.{key}")
+    return bad
 
 
 def optimizer_to_flat(optimizer: torch.optim.Optimizer) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
@@ -88,9 +121,17 @@ def save_checkpoint(
     keep_last: int,
     protect: set[str] | None = None,
 ) -> Path:
-    """Write ``root/step-XXXXXXXX`` atomically and prune all but the newest ``keep_last`` checkpoints
-    (names in ``protect``, e.g. the best one, are never pruned)."""
+    """Write ``root/step-XXXXXXXX`` atomically, verify it, and prune to ``keep_last`` valid checkpoints, the
+    one just written always among them (names in ``protect``, e.g. the best one, are never pruned).
+
+    Raises :class:`NonFiniteStateError` (nothing written) when the model or optimizer holds NaN/inf, and
+    :class:`ArtifactError` when the written checkpoint does not verify (it is moved aside as damaged)."""
     root = Path(root)
+    bad = non_finite_tensors(model, optimizer)
+    if bad:
+        raise NonFiniteStateError(
+            f"not writing checkpoint step-{step:08d}: {len(bad)} tensors hold NaN/inf (first: {bad[:3]})"
+        )
     opt_tensors, opt_meta = optimizer_to_flat(optimizer)
     rng_tensors, rng_meta = capture_rng()
     state = dict(trainer_state, step=step, optimizer=opt_meta, rng=rng_meta)
@@ -102,7 +143,14 @@ def save_checkpoint(
         (tmp / "trainer_state.json").write_text(json.dumps(state, indent=1, sort_keys=True) + "\n")
 
     path = write_artifact(root / f"step-{step:08d}", populate)
-    prune_checkpoints(root, keep_last, protect or set())
+    try:
+        verify_manifest(path)
+    except ArtifactError as exc:
+        aside = move_aside(path, exc)
+        raise ArtifactError(f"checkpoint {path} did not verify right after it was written ({exc}); moved "
+                            f"to {aside}. Check the disk.") from exc
+    _remember_valid(path)
+    prune_checkpoints(root, keep_last, protect or set(), newest=path)
     return path
 
 
@@ -114,22 +162,118 @@ def list_checkpoints(root: str | Path) -> list[Path]:
     return sorted(p for p in root.iterdir() if p.is_dir() and _STEP_DIR.match(p.name))
 
 
-def prune_checkpoints(root: Path, keep_last: int, protect: set[str]) -> None:
-    """Delete all but the newest ``keep_last`` checkpoints (except protected names)."""
-    for path in list_checkpoints(root)[:-keep_last]:
+def checkpoint_step(path: Path) -> int:
+    """The step number in a ``step-XXXXXXXX`` name."""
+    match = _STEP_DIR.match(path.name)
+    if match is None:
+        raise ValueError(f"{path} is not a checkpoint directory name (step-XXXXXXXX)")
+    return int(match.group(1))
+
+
+# Checkpoints this process verified, with the identity (inode, size, mtime) of every file then: a checkpoint
+# is never modified after its atomic rename, so pruning re-hashes one only when a file was replaced, resized
+# or rewritten. Resume always verifies in full (a bit flip keeps the identity).
+_VERIFIED: dict[Path, tuple[tuple[str, int, int, int], ...]] = {}
+
+
+def _identity(path: Path) -> tuple[tuple[str, int, int, int], ...] | None:
+    try:
+        files = sorted(p for p in path.rglob("*") if p.is_file())
+        return tuple((p.relative_to(path).as_posix(), (st := p.stat()).st_ino, st.st_size, st.st_mtime_ns)
+                     for p in files)
+    except OSError:
+        return None
+
+
+def _remember_valid(path: Path) -> None:
+    identity = _identity(path)
+    if identity is not None:
+        _VERIFIED[path.resolve()] = identity
+
+
+def checkpoint_is_valid(path: Path, *, cached: bool = True) -> tuple[bool, str]:
+    """(whether ``path`` verifies against its manifest, why not). With ``cached``, a checkpoint this process
+    verified before and whose files were not touched since is not hashed again."""
+    if cached and (identity := _identity(path)) is not None and _VERIFIED.get(path.resolve()) == identity:
+        return True, ""
+    try:
+        verify_manifest(path)
+    except ArtifactError as exc:
+        _VERIFIED.pop(path.resolve(), None)
+        return False, str(exc)
+    _remember_valid(path)
+    return True, ""
+
+
+def checkpoint_verifies(path: Path) -> bool:
+    """Whether ``path`` verifies against its manifest now (a full check, never the cache)."""
+    try:
+        verify_manifest(path)
+    except (ArtifactError, OSError):
+        return False
+    return True
+
+
+def move_aside(path: Path, reason: object) -> Path:
+    """Rename a damaged checkpoint to ``<name>.damaged`` (``.damaged-2``, ... if taken), out of the set that
+    resume and pruning consider, and warn; the files stay for inspection (delete them when done)."""
+    target = path.with_name(path.name + DAMAGED_SUFFIX)
+    n = 2
+    while target.exists():
+        target = path.with_name(f"{path.name}{DAMAGED_SUFFIX}-{n}")
+        n += 1
+    path.rename(target)
+    _VERIFIED.pop(path.resolve(), None)
+    warnings.warn(f"checkpoint {path} is damaged ({reason}); moved it to {target} (not resumed from, not "
+                  "counted as a kept checkpoint; delete it once inspected)", DamagedCheckpointWarning, stacklevel=3)
+    return target
+
+
+def prune_checkpoints(root: Path, keep_last: int, protect: set[str], newest: Path | None = None) -> None:
+    """Keep ``keep_last`` valid checkpoints and delete the rest (except names in ``protect``).
+
+    ``newest`` (the checkpoint just written; default: the highest-numbered valid one) is always kept. The
+    others are ranked by recency along this run's timeline: steps up to ``newest``'s, latest first, then
+    higher-numbered ones (left by another run, or from beyond the point this run resumed from), which are
+    older than ``newest`` however high their numbers. Damaged checkpoints are moved aside, never counted.
+    """
+    valid: list[Path] = []
+    for path in list_checkpoints(root):
+        if newest is not None and path.resolve() == newest.resolve():
+            continue
+        ok, why = checkpoint_is_valid(path)
+        if ok:
+            valid.append(path)
+        else:
+            move_aside(path, why)
+    if newest is None:
+        if not valid:
+            return
+        newest = max(valid, key=checkpoint_step)
+        valid.remove(newest)
+    current = checkpoint_step(newest)
+    ranked = sorted(valid, key=lambda p: (checkpoint_step(p) <= current, checkpoint_step(p)), reverse=True)
+    for path in ranked[max(keep_last - 1, 0):]:
         if path.name not in protect:
             shutil.rmtree(path, ignore_errors=True)
+            _VERIFIED.pop(path.resolve(), None)
 
 
 def latest_valid_checkpoint(root: str | Path) -> Path | None:
-    """Newest checkpoint whose manifest verifies; damaged newer ones are skipped with a warning."""
+    """Newest checkpoint whose manifest verifies; damaged newer ones are skipped with a warning (they are
+    moved aside by the next pruning, which only the writing rank does)."""
     for path in reversed(list_checkpoints(root)):
-        try:
-            verify_manifest(path)
+        ok, why = checkpoint_is_valid(path, cached=False)
+        if ok:
             return path
-        except ArtifactError as exc:
-            warnings.warn(f"skipping damaged checkpoint {path}: {exc}", stacklevel=2)
+        warnings.warn(f"skipping damaged checkpoint {path}: {why}", DamagedCheckpointWarning, stacklevel=2)
     return None
+
+
+def remove_stale_checkpoint_temporaries(root: str | Path, started_at: float) -> list[Path]:
+    """Remove the ``.step-XXXXXXXX.tmp-*`` / ``.old-*`` directories a crashed checkpoint write left under
+    ``root`` (see :func:`training.artifact.remove_stale_temporaries`); returns what was removed."""
+    return remove_stale_temporaries(root, _STEP_DIR, started_at=started_at)
 
 
 def load_checkpoint(path: str | Path, model: Student, optimizer: torch.optim.Optimizer) -> dict[str, Any]:
@@ -150,3 +294,14 @@ def load_checkpoint(path: str | Path, model: Student, optimizer: torch.optim.Opt
     optimizer.load_state_dict(optimizer_from_flat(opt_tensors, state["optimizer"]))
     restore_rng(rng_tensors, state["rng"])
     return state
+
+
+_RUN_ARTIFACTS = re.compile(r"best|student")
+
+
+def remove_stale_run_temporaries(out_dir: str | Path, started_at: float) -> list[Path]:
+    """Stale temporaries of a run directory: checkpoint writes under ``out_dir/checkpoints`` and the
+    ``best`` / ``student`` artifacts in ``out_dir`` (see :func:`remove_stale_temporaries`)."""
+    out_dir = Path(out_dir)
+    return [*remove_stale_checkpoint_temporaries(out_dir / "checkpoints", started_at),
+            *remove_stale_temporaries(out_dir, _RUN_ARTIFACTS, started_at=started_at)]

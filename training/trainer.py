@@ -14,6 +14,7 @@ import math
 import signal
 import time
 import uuid
+import warnings
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -23,7 +24,15 @@ import torch
 from torch import Tensor
 
 from training.artifact import ArtifactError, verify_manifest
-from training.checkpoint import latest_valid_checkpoint, load_checkpoint, save_checkpoint
+from training.checkpoint import (
+    NonFiniteStateError,
+    checkpoint_step,
+    checkpoint_verifies,
+    latest_valid_checkpoint,
+    load_checkpoint,
+    remove_stale_run_temporaries,
+    save_checkpoint,
+)
 from training.data.unpack import Unpacked
 from training.data_adapter import TrainStream, load_eval_examples, val_batches
 from training.distributed import (
@@ -69,6 +78,15 @@ class TrainResult:
     checkpoint: Path | None = None
     wall_seconds: float = 0.0
     tokens_per_second: float = 0.0
+
+    def checkpoint_message(self) -> str:
+        """What a stopped run tells its user: "checkpoint written" only when a checkpoint of this very step
+        exists and verifies now, else that none was written and where a rerun will start."""
+        path = self.checkpoint
+        if path is not None and checkpoint_step(path) == self.step and checkpoint_verifies(path):
+            return f"checkpoint written: {path} (verified)"
+        return (f"no checkpoint of step {self.step} could be written (see the warnings above); a rerun resumes from "
+                "the newest valid checkpoint, if there is one")
 
 
 def _locked_values(cfg: KDConfig) -> dict[str, Any]:
@@ -371,9 +389,16 @@ class KDTrainer:
                 "config_fingerprint": self.cfg.fingerprint(), "run_id": self.run_id,
                 "last_metrics": self.last_metrics}
 
-    def save_checkpoint(self) -> Path:
-        path = save_checkpoint(self.out / "checkpoints", self.step, self.student, self.optimizer,
-                               self._trainer_state(), self.cfg.checkpoint.keep_last)
+    def save_checkpoint(self) -> Path | None:
+        """Write, verify and prune a checkpoint (:func:`training.checkpoint.save_checkpoint`). A state holding
+        NaN/inf is not written (a warning says so) and None is returned: the newest checkpoint on disk stays
+        the last good state."""
+        try:
+            path = save_checkpoint(self.out / "checkpoints", self.step, self.student, self.optimizer,
+                                   self._trainer_state(), self.cfg.checkpoint.keep_last)
+        except NonFiniteStateError as exc:
+            warnings.warn(str(exc), RuntimeWarning, stacklevel=2)
+            return None
         self.last_checkpoint = path
         for hook in self.hooks:
             hook.on_checkpoint(self, path)
@@ -447,17 +472,21 @@ class KDTrainer:
                 return reason
         return None
 
-    def _checkpoint_all_ranks(self) -> None:
-        """Rank 0 writes the checkpoint (all ranks hold identical state); everyone waits for it."""
-        if self.dist.is_main:
-            self.save_checkpoint()
+    def _checkpoint_all_ranks(self) -> Path | None:
+        """Rank 0 writes the checkpoint (all ranks hold identical state); everyone waits for it. Returns the
+        checkpoint on rank 0 (None elsewhere, or when the state was not finite and nothing was written)."""
+        path = self.save_checkpoint() if self.dist.is_main else None
         barrier(self.dist)
+        return path
 
     def train(self) -> TrainResult:
         """Run to ``optim.max_steps`` (or an interrupt) and write the student artifact (rank 0)."""
         main = self.dist.is_main
+        removed: list[Path] = []
         if main:
             self.out.mkdir(parents=True, exist_ok=True)
+            # what crashed writes (killed mid-checkpoint) left behind; before resume, which may need a restore
+            removed = remove_stale_run_temporaries(self.out, started_at=time.time())
         barrier(self.dist)
         resumed = self.maybe_resume()
         logger: JsonlLogger | _NullLogger = (
@@ -465,7 +494,7 @@ class KDTrainer:
                         self.out / "tensorboard" if self.cfg.tensorboard else None) if main else _NullLogger())
         logger.log("start", self.step, resumed_from=str(resumed) if resumed else None,
                    params=self.student.num_parameters(), teacher=bool(self.teacher),
-                   world_size=self.dist.world_size)
+                   world_size=self.dist.world_size, removed_stale_temporaries=[str(p) for p in removed])
         started = time.perf_counter()
         tokens_seen = 0.0
         nonfinite = 0
@@ -491,10 +520,14 @@ class KDTrainer:
                         nonfinite += 1
                         logger.log("nonfinite_loss", self.step, consecutive=nonfinite)
                         if nonfinite >= self.cfg.max_nonfinite_steps:
-                            self._checkpoint_all_ranks()
+                            saved = self._checkpoint_all_ranks()
+                            where = (f"last good state saved in {saved}" if saved is not None else
+                                     "the model or optimizer holds NaN/inf, so no checkpoint was written; the "
+                                     f"newest valid checkpoint in {self.out / 'checkpoints'} (if any) is the "
+                                     "last good state")
                             raise TrainingDiverged(
-                                f"{nonfinite} consecutive non-finite losses at step {self.step}; last good "
-                                f"state saved in {self.out / 'checkpoints'}. Lower optim.lr or check the data."
+                                f"{nonfinite} consecutive non-finite losses at step {self.step}; {where}. "
+                                "Lower optim.lr or check the data."
                             )
                         continue
                     nonfinite = 0
@@ -527,6 +560,10 @@ class KDTrainer:
                         status = reason
                         logger.log(reason, self.step, reason=self._stop_requested, signal=interrupt.signal)
                         break
+        except BaseException:
+            if main:  # a failed checkpoint write cleans up after itself; this catches anything it could not
+                remove_stale_run_temporaries(self.out, started_at=time.time())
+            raise
         finally:
             if progress is not None:
                 progress.close()

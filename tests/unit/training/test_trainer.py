@@ -116,11 +116,16 @@ def test_resume_refuses_changed_locked_key(setup: dict[str, Path], tmp_path: Pat
 
 
 class _PoisonLoss(TrainerHook):
-    """Makes every loss NaN from the first step on by corrupting a weight."""
+    """Makes every loss NaN from the first step on (bad data, say); the weights stay finite."""
 
     def on_train_start(self, trainer: KDTrainer) -> None:
-        with torch.no_grad():
-            trainer.student.model.norm.weight.fill_(float("nan"))
+        plain = trainer.micro_batch_loss
+
+        def poisoned(batch: dict[str, torch.Tensor], normalizer: float) -> tuple[torch.Tensor, dict[str, float]]:
+            loss, terms = plain(batch, normalizer)
+            return loss * float("nan"), terms
+
+        trainer.micro_batch_loss = poisoned  # type: ignore[method-assign]
 
 
 def test_repeated_nonfinite_losses_stop_with_checkpoint(setup: dict[str, Path], tmp_path: Path) -> None:
