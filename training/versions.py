@@ -20,7 +20,12 @@ equal the student's (null when none does); config hash and data files = ``RUN_DI
 (written by the trainer's run-control hook) or ``--config FILE``; metrics = the student's
 ``metrics.json``. Every action is logged as a JSON line with the run's id to ``STORE/versions.jsonl``.
 
-Exit codes: 0 done, 1 refused (damaged version, version in use), 2 bad arguments or missing inputs.
+``restore --to DIR`` refuses a ``DIR`` that is not empty and is not a Distillery artifact (a previous
+restore, or a student the run wrote): it never deletes unrelated files. ``show --verify`` exits 1 when the
+version is damaged, naming the damaged file.
+
+Exit codes: 0 done, 1 refused (damaged version, version in use), 2 bad arguments or missing inputs (one
+``error:`` line, see :mod:`training.user_errors`).
 """
 
 from __future__ import annotations
@@ -43,10 +48,18 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field
 from safetensors import safe_open
 
-from training.artifact import ArtifactError, sha256_file, verify_manifest, write_artifact
+from training.artifact import (
+    ARTIFACT_FORMAT,
+    MANIFEST_FILE,
+    ArtifactError,
+    sha256_file,
+    verify_manifest,
+    write_artifact,
+)
 from training.checkpoint import list_checkpoints
 from training.runctl import RUN_CONFIG_FILE, RUN_STATE_FILE, read_json, write_json_atomic
 from training.structured_log import StructuredLogger, new_run_id
+from training.user_errors import user_error_exit
 
 STORE_DIR = "versions"
 INDEX_FILE = "index.json"
@@ -222,6 +235,37 @@ def copy_tree_atomic(source: Path, target: Path) -> Path:
     return target
 
 
+def is_artifact_dir(path: Path) -> bool:
+    """Whether ``path`` holds a Distillery artifact manifest (its files need not verify)."""
+    try:
+        manifest = json.loads((path / MANIFEST_FILE).read_text())
+    except (OSError, ValueError):
+        return False
+    return isinstance(manifest, dict) and manifest.get("format") == ARTIFACT_FORMAT
+
+
+def check_restore_target(target: Path, run_dir: Path, store: Path) -> None:
+    """Refuse a restore target whose replacement would destroy something else: the store or the run
+    directory (or a directory holding them), a file, or a non-empty directory that is not a Distillery
+    artifact (a previous restore, or the run's student).
+
+    Raises:
+        VersionError: naming the target and what to do.
+    """
+    if target == store or store in target.parents:
+        raise VersionError(f"cannot restore into the version store itself ({target})")
+    if target in (run_dir, *run_dir.parents) or target in store.parents:
+        raise VersionError(f"--to {target} holds the run directory or the version store; restoring there would "
+                           "replace them: choose a new or empty directory")
+    if not target.exists():
+        return
+    if not target.is_dir():
+        raise VersionError(f"--to {target} exists and is not a directory; choose a new or empty directory")
+    if any(target.iterdir()) and not is_artifact_dir(target):
+        raise VersionError(f"--to {target} is not empty and holds no {MANIFEST_FILE} of a Distillery artifact "
+                           "(a previous restore); refusing to replace its files: choose a new or empty directory")
+
+
 # ---- the store ---------------------------------------------------------------------------------------------
 class VersionStore:
     """Versions of one run's student. ``root`` defaults to ``RUN_DIR/versions``."""
@@ -362,8 +406,7 @@ class VersionStore:
         """Verify ``version``, then copy its student byte for byte to ``to`` (default ``RUN_DIR/student``)
         and, with ``with_state``, its checkpoint into ``RUN_DIR/checkpoints``; marks it current."""
         target = (Path(to) if to is not None else self.run_dir / "student").resolve()
-        if target == self.root or self.root in target.parents:
-            raise VersionError(f"cannot restore into the version store itself ({target})")
+        check_restore_target(target, self.run_dir, self.root)
         with self._locked():
             path = self.verify(version)
             checkpoints = sorted((path / "checkpoint").glob("step-*"))
@@ -441,7 +484,9 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+@user_error_exit
 def main(argv: list[str] | None = None) -> int:
+    """Run one action; exit code 0 done, 1 refused or damaged, 2 bad arguments or missing inputs."""
     args = build_parser().parse_args(argv)
     store = VersionStore(args.run_dir, args.store)
     try:
@@ -460,10 +505,10 @@ def main(argv: list[str] | None = None) -> int:
         store.logger().error("refused", action=args.action, error=str(exc))
         print(f"error: {exc}", file=sys.stderr)
         return 1
-    except (VersionError, ArtifactError, OSError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
     print(json.dumps(out, indent=2, sort_keys=True))
+    if args.action == "show" and out.get("verified") is False:
+        print(f"error: {out['verify_error']}", file=sys.stderr)
+        return 1
     return 0
 
 

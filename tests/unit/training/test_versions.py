@@ -183,3 +183,47 @@ def test_same_weights_compares_tensor_values(run_dir: Path) -> None:
     student = run_dir / "student" / "model.safetensors"
     assert versions.same_weights(newest / "model.safetensors", student)
     assert not versions.same_weights(oldest / "model.safetensors", student)
+
+
+def test_restore_refuses_a_non_empty_unrelated_target_and_keeps_its_files(
+        run_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    store = VersionStore(run_dir)
+    store.create()
+    unrelated = tmp_path / "photos"
+    unrelated.mkdir()
+    (unrelated / "holiday.jpg").write_bytes(b"\xff\xd8 not a model")
+    assert versions.main(["restore", str(run_dir), "v001", "--to", str(unrelated)]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and err.startswith("error: ") and "not empty" in err and "Traceback" not in err
+    assert sorted(p.name for p in unrelated.iterdir()) == ["holiday.jpg"]
+    for doomed in (run_dir, run_dir.parent):  # the run directory itself, or a directory above it
+        with pytest.raises(VersionError, match="holds the run directory"):
+            store.restore("v001", to=doomed)
+    assert (run_dir / "student" / "manifest.json").is_file()
+
+
+def test_restore_replaces_a_previous_restore_or_an_empty_directory(run_dir: Path, tmp_path: Path) -> None:
+    store = VersionStore(run_dir)
+    store.create()
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    store.restore("v001", to=empty)
+    assert _tree(empty) == _tree(run_dir / "student")
+    (empty / "config.json").write_text("{}")  # a previous restore, even a damaged one, is ours to replace
+    store.restore("v001", to=empty)
+    assert _tree(empty) == _tree(run_dir / "student")
+
+
+def test_show_verify_exits_non_zero_naming_the_damaged_file(run_dir: Path,
+                                                            capsys: pytest.CaptureFixture[str]) -> None:
+    store = VersionStore(run_dir)
+    store.create()
+    weights = store.root / "v001" / "student" / "model.safetensors"
+    weights.write_bytes(weights.read_bytes()[:-1] + bytes([weights.read_bytes()[-1] ^ 1]))
+    assert versions.main(["show", str(run_dir), "v001"]) == 0  # no --verify: metadata only
+    capsys.readouterr()
+    assert versions.main(["show", str(run_dir), "v001", "--verify"]) == 1
+    captured = capsys.readouterr()
+    assert json.loads(captured.out)["verified"] is False
+    assert captured.err.startswith("error: ") and captured.err.count("\n") == 1
+    assert "model.safetensors" in captured.err
