@@ -33,10 +33,12 @@ what it measures (one pytest run, or the reports you pass):
                   non-strict XPASS as a pass); failures grouped by file and by exception type /
                   message pattern
   coverage        mean of line % and branch %, each from coverage.py's counts (its percent_covered
-                  mixes both and is shown as "combined"); per module, critical modules first
+                  mixes both and is shown as "combined"); branch % counts as 0 in a report without
+                  branch data; per module, critical modules first
   todos           TODO/FIXME/XXX/HACK comments (found with tokenize) and "for now"/"temporary"/
-                  "placeholder" phrasing in comments; score = 100 * (1 - blockers / counted findings),
-                  a blocker being a blocking tag such as "# TODO(blocker): ..."
+                  "placeholder" phrasing in comments; score = 100 / (1 + blockers/2 + other counted
+                  findings/50), a blocker being a blocking tag such as "# TODO(blocker): ...";
+                  every finding lowers it
   critical_paths  share of passing checks of the critical modules and entry points: the source (and
                   entry-point function) exists, no failing test touches them, coverage at/above
                   threshold, no blocking TODO, mutation score (if run)

@@ -276,7 +276,9 @@ def _components(
 
 
 def _coverage_note(coverage: CoverageReport) -> str:
-    return "mean of line and branch %" if coverage.branch_measured else "line % only (branches not measured)"
+    if coverage.branch_measured:
+        return "mean of line and branch %"
+    return "mean of line % and branch 0% (the report has no branch data)"
 
 
 def assess(options: Options) -> Outcome:

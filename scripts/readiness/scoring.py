@@ -4,8 +4,11 @@ Component scores (0-100):
 
 - tests: passed (including xpassed) over tests that ran to a verdict (passed, xpassed, failed,
   errored); skipped and xfailed tests do not count; no test at all scores 0;
-- coverage: mean of line % and branch % (line % alone when branches were not measured);
-- todos: ``100 * (1 - blockers / counted findings)``, 100 without findings;
+- coverage: mean of line % and branch %; a report without branch data counts branch % as 0,
+  so dropping branch data never scores above measuring it;
+- todos: ``100 / (1 + blockers / 2 + other counted findings / 50)``: 100 without findings, halved
+  by 2 blockers or 50 other findings; every added finding lowers it (a ratio would not: adding
+  ordinary TODOs would dilute the blockers and raise the score);
 - critical_paths: share of passing measured checks of the critical targets;
 - mutation: detected over checked mutants of the critical modules.
 
@@ -68,16 +71,27 @@ def pass_rate_score(tests: TestRun) -> float:
 
 
 def coverage_score(coverage: CoverageReport) -> float:
-    """Mean of line and branch coverage (line coverage alone when branches were not measured)."""
+    """Mean of line and branch coverage; branch coverage counts as 0 when it was not measured.
+
+    Unmeasured branches cannot be assumed covered: with the same line coverage, a report without
+    branch data must never score above one with it (a report could otherwise drop branch data to
+    gain points).
+    """
     totals = coverage.totals
-    if coverage.branch_measured:
-        return (totals.line_percent + totals.branch_percent) / 2.0
-    return totals.line_percent
+    branch = totals.branch_percent if coverage.branch_measured else 0.0
+    return (totals.line_percent + branch) / 2.0
+
+
+# Findings that halve the TODO score on their own: 2 blockers, or 50 other counted findings.
+BLOCKERS_TO_HALVE = 2.0
+OTHERS_TO_HALVE = 50.0
 
 
 def todo_score(scan: TodoScan) -> float:
-    """``100 * (1 - blocker ratio)``."""
-    return 100.0 * (1.0 - scan.blocker_ratio)
+    """``100 / (1 + blockers / 2 + other counted findings / 50)``: never raised by another finding."""
+    blockers = len(scan.blockers)
+    others = sum(1 for item in scan.counted if not item.blocker)
+    return 100.0 / (1.0 + blockers / BLOCKERS_TO_HALVE + others / OTHERS_TO_HALVE)
 
 
 @dataclass(frozen=True)

@@ -66,17 +66,23 @@ def test_coverage_score_is_mean_of_line_and_branch() -> None:
     text = json.dumps({"meta": {"branch_coverage": True}, "files": {}, "totals": summary})
     assert coverage_score(parse_coverage_json(text)) == (80.0 + 25.0) / 2
     text = json.dumps({"meta": {"branch_coverage": False}, "files": {}, "totals": summary})
-    assert coverage_score(parse_coverage_json(text)) == 80.0
+    assert coverage_score(parse_coverage_json(text)) == (80.0 + 0.0) / 2  # no branch data: branch 0%
 
 
-def test_todo_score_from_blocker_ratio() -> None:
+def test_todo_score_from_blocker_and_other_counts() -> None:
     def item(blocker: bool, confidence: float = 0.95) -> TodoItem:
         return TodoItem("f.py", 1, "TODO", "t", confidence, "low", blocker, False, False)
 
     assert todo_score(TodoScan()) == 100.0
-    assert todo_score(TodoScan(items=[item(True), item(False), item(False), item(False)])) == 75.0
-    # low-confidence phrasing does not dilute the ratio
-    assert todo_score(TodoScan(items=[item(True), item(False, 0.35)])) == 0.0
+    assert todo_score(TodoScan(items=[item(True), item(True)])) == 50.0
+    assert todo_score(TodoScan(items=[item(False)] * 50)) == 50.0
+    assert todo_score(TodoScan(items=[item(True), item(False), item(False), item(False)])) == pytest.approx(
+        100.0 / (1 + 1 / 2 + 3 / 50)
+    )
+    # low-confidence phrasing does not count
+    assert todo_score(TodoScan(items=[item(True), item(False, 0.35)])) == todo_score(
+        TodoScan(items=[item(True)])
+    )
 
 
 def test_combine_renormalizes_over_measured_components() -> None:
