@@ -113,5 +113,18 @@ def check_lengths(report: LengthReport, max_truncated_share: float, allow_trunca
     raise SequenceTooLongError(
         f"{report.n_over} of {report.n_examples} examples ({report.share_over:.2%}) exceed "
         f"max_length={report.max_length}, over the allowed {max_truncated_share:.2%}; token lengths "
-        f"p50={report.p50:g} p95={report.p95:g} p99={report.p99:g} max={report.max}. Raise max_length "
-        f"to at least {math.ceil(report.p99)} (p99) or allow truncation.")
+        f"p50={report.p50:g} p95={report.p95:g} p99={report.p99:g} max={report.max}. {length_hint(report)}")
+
+
+def length_hint(report: LengthReport) -> str:
+    """What to do about over-long examples: a ``max_length`` above the current one, or truncation.
+
+    When p99 already fits, raising ``max_length`` to p99 would change nothing: the few longer examples need
+    ``max_length`` = the longest one, or truncation accepted for them.
+    """
+    allow = (f"allow truncation (truncate=true, or max_truncated_share of at least {report.share_over:.2%} "
+             f"to truncate these {report.n_over})")
+    if math.ceil(report.p99) > report.max_length:
+        return f"Raise max_length to at least {math.ceil(report.p99)} (p99), or {allow}."
+    return (f"max_length={report.max_length} already covers p99; the {report.n_over} longer examples need "
+            f"max_length={report.max} (the longest), or {allow}.")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from collections import Counter
 from pathlib import Path
 
@@ -68,3 +69,17 @@ def test_check_lengths_refuses_too_much_truncation_with_the_percentiles(tmp_path
         assert fragment in message
     check_lengths(report, max_truncated_share=0.1, allow_truncation=False)
     check_lengths(report, max_truncated_share=0.0, allow_truncation=True)
+
+
+def test_the_hint_never_suggests_a_max_length_below_the_current_one(tmp_path: Path) -> None:
+    """p99 already fits but the limit allows no truncation: the hint names the longest example or truncation."""
+    records = [{"id": str(i), "prompt": "p" * 10, "completion": ""} for i in range(199)]
+    records.append({"id": "long", "prompt": "p" * 100, "completion": ""})
+    report = length_report([write_jsonl(tmp_path / "a.jsonl", records)], TOK, max_length=50)
+    assert report.p99 < 50 and report.n_over == 1
+    with pytest.raises(SequenceTooLongError) as caught:
+        check_lengths(report, max_truncated_share=0.0, allow_truncation=False)
+    message = str(caught.value)
+    suggested = [int(n) for n in re.findall(r"max_length(?: to at least|=)\s*(\d+)", message)]
+    assert suggested and min(suggested) >= 50, message
+    assert f"max_length={report.max} (the longest)" in message and "truncat" in message
