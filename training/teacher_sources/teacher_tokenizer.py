@@ -60,8 +60,11 @@ def from_hf_tokenizer(fast: Any) -> DistilleryTokenizer:
             return native
     except TokenizerMismatchError:
         pass
-    add_bos = getattr(fast, "add_bos_token", None)
-    config = {"add_bos_token": add_bos} if isinstance(add_bos, bool) else {}
+    # What transformers really does at the start of a sequence (its ``add_bos_token`` attribute is not
+    # reliable across versions): encode one character with special tokens and look.
+    bos_id = fast.bos_token_id
+    first = fast("a")["input_ids"][:1] if bos_id is not None else []
+    config = {"add_bos_token": bool(first) and first[0] == bos_id}
     return ForeignTokenizer(backend, bos_token=roles.bos, eos_token=roles.eos, pad_token=roles.pad,
                             unk_token=roles.unk, chat_template=template, model_max_length=max_len, config=config)
 
