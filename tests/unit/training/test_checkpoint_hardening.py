@@ -15,6 +15,7 @@ import signal
 import subprocess
 import sys
 import time
+import warnings
 from pathlib import Path
 
 import pytest
@@ -69,12 +70,15 @@ def _names(root: Path) -> list[str]:
 # ---- pruning ranks by validity and recency ----------------------------------------------------------------
 def test_new_checkpoint_survives_when_all_older_ones_are_damaged(tmp_path: Path) -> None:
     root = tmp_path / "checkpoints"
-    for step in (100, 200):
-        _damage(_save(root, step))
+    for path in [_save(root, 100), _save(root, 200)]:
+        _damage(path)
     with pytest.warns(DamagedCheckpointWarning):
         assert latest_valid_checkpoint(root) is None  # a fresh run starts at 0 ...
-    with pytest.warns(DamagedCheckpointWarning, match="damaged"):
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
         written = _save(root, 5)
+    moved = [str(w.message) for w in caught if issubclass(w.category, DamagedCheckpointWarning)]
+    assert len(moved) == 2 and all("moved it to" in m for m in moved)
     verify_manifest(written)  # ... and its first checkpoint is kept, the damaged ones are moved aside
     assert _names(root) == ["step-00000005", "step-00000100.damaged", "step-00000200.damaged"]
     assert latest_valid_checkpoint(root) == written
