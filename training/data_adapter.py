@@ -56,6 +56,19 @@ class TrainStream:
     def state_dict(self) -> dict[str, Any]:
         return self.stream.state_dict()
 
+    def summary(self) -> dict[str, Any]:
+        """What the data pass found, for run reports (stable keys): ``quarantined_lines`` (malformed training
+        records, each counted once), ``quarantine_file``, ``examples`` (valid training examples) and
+        ``val_quarantined_lines`` (malformed validation records, from ``quarantine.val.jsonl``)."""
+        val_file = self.quarantine.path.parent / "quarantine.val.jsonl"
+        try:
+            with val_file.open("rb") as handle:
+                val_bad = sum(1 for line in handle if line.strip())
+        except OSError:
+            val_bad = 0
+        return {"quarantined_lines": self.quarantine.n_bad, "quarantine_file": str(self.quarantine.path),
+                "examples": self.length_report.n_examples, "val_quarantined_lines": val_bad}
+
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.stream.load_state_dict(state)
 

@@ -50,8 +50,11 @@ def _train_and_report(train: Callable[[], TrainResult]) -> int:
     summary = {"status": result.status, "step": result.step, "metrics": result.metrics,
                "best": result.best_metric, "student_dir": str(result.student_dir) if result.student_dir else None,
                "wall_seconds": round(result.wall_seconds, 2),
-               "tokens_per_second": round(result.tokens_per_second, 1)}
+               "tokens_per_second": round(result.tokens_per_second, 1), "data": result.data}
     print(json.dumps(summary, indent=2, sort_keys=True))
+    if result.data.get("quarantined_lines"):
+        print(f"note: {result.data['quarantined_lines']} malformed training lines were quarantined (not trained "
+              f"on): see {result.data['quarantine_file']}", file=sys.stderr)
     if result.status == "interrupted":
         print(f"interrupted at step {result.step}; {result.checkpoint_message()}. Rerun the same command to resume.",
               file=sys.stderr)

@@ -229,7 +229,7 @@ def run_pipeline(cfg: PipelineConfig, out: Path, export: bool = True) -> dict[st
         trained[name] = Student.from_pretrained(result.student_dir)
         train_info[name] = {"steps": result.step, "wall_seconds": round(result.wall_seconds, 1),
                             "tokens_per_second": round(result.tokens_per_second, 1),
-                            "train_files": kd_cfg.data.train}
+                            "train_files": kd_cfg.data.train, "data": result.data}
     print("[4/5] evaluating on the held-out test split", flush=True)
     report: dict[str, Any] = {"task": cfg.task, "data": data["counts"]}
     report["teacher"] = {**evaluate_model(teacher.model, teacher, cfg, p["test"], out),

@@ -78,6 +78,7 @@ class TrainResult:
     checkpoint: Path | None = None
     wall_seconds: float = 0.0
     tokens_per_second: float = 0.0
+    data: dict[str, Any] = field(default_factory=dict)  # TrainStream.summary(): quarantined_lines, ...
 
     def checkpoint_message(self) -> str:
         """What a stopped run tells its user: "checkpoint written" only when a checkpoint of this very step
@@ -569,7 +570,8 @@ class KDTrainer:
                 progress.close()
         wall = time.perf_counter() - started
         result = TrainResult(step=self.step, status=status, metrics=self.last_metrics, best_metric=self.best,
-                             wall_seconds=wall, tokens_per_second=tokens_seen / max(wall, 1e-9))
+                             wall_seconds=wall, tokens_per_second=tokens_seen / max(wall, 1e-9),
+                             data=self.stream.summary())
         if status == "completed" and main:
             result.student_dir = self.save_student(self.out / "student", self.last_metrics)
         result.checkpoint = self.last_checkpoint
