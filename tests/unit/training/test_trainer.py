@@ -196,5 +196,8 @@ def test_chunked_loss_matches_plain_loss_in_trainer(setup: dict[str, Path], tmp_
     _, t1 = plain.train_step([batch])
     _, t2 = chunked.train_step([batch])
     assert t1["loss"] == pytest.approx(t2["loss"], rel=1e-5)
+    # Adam's first step moves each parameter by about lr * g / (|g| + eps): the scale differences are judged
+    # against is lr, not 1 (an absolute 1e-6 failed on another CPU at 1.28e-6).
+    lr = plain.cfg.optim.lr
     for p, q in zip(plain.student.parameters(), chunked.student.parameters(), strict=True):
-        torch.testing.assert_close(p, q, rtol=1e-5, atol=1e-6)
+        torch.testing.assert_close(p, q, rtol=1e-5, atol=1e-3 * lr)
