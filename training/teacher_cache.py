@@ -22,6 +22,14 @@ from training.teacher_sources.spec import add_teacher_arguments
 from training.user_errors import user_error_exit
 
 
+def _fraction(text: str) -> float:
+    """An argparse type: a float in [0, 1]."""
+    value = float(text)
+    if not 0.0 <= value <= 1.0:
+        raise argparse.ArgumentTypeError(f"{text} is not in [0, 1]")
+    return value
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="python -m training.teacher_cache",
@@ -56,6 +64,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--logprobs", choices=("q8", "fp16"), default="q8", help="log-prob storage")
     parser.add_argument("--shard-size", type=int, default=4096, help="sequences per shard")
     parser.add_argument("--batch-size", type=int, default=8, help="sequences per teacher call")
+    parser.add_argument("--max-bad-fraction", type=_fraction, default=0.01,
+                        help="share of malformed lines tolerated (quarantined to OUT/quarantine.jsonl); over it "
+                             "the build stops (exit 2), as the trainer's data.max_bad_fraction")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
     return parser
 
@@ -84,6 +95,7 @@ def main(argv: list[str] | None = None) -> int:
         logprobs=args.logprobs,
         shard_size=args.shard_size,
         batch_size=args.batch_size,
+        max_bad_fraction=args.max_bad_fraction,
     )
     teacher = build_teacher(section)
     manifest = build_topk_cache(

@@ -56,7 +56,9 @@ class CacheBuildError(RuntimeError):
 
 @dataclass(frozen=True)
 class CacheSettings:
-    """What goes into a cache (all but ``shard_size`` / ``batch_size`` are locked for a resume)."""
+    """What goes into a cache (all but ``shard_size`` / ``batch_size`` / ``max_bad_fraction`` are locked for a
+    resume). ``max_bad_fraction`` is the share of malformed records tolerated (quarantined), as the trainer's
+    ``data.max_bad_fraction``; over it the build stops with a :class:`~training.data.DataQualityError`."""
 
     k: int
     temperature: float = 1.0
@@ -67,10 +69,13 @@ class CacheSettings:
     logprobs: str = "q8"
     shard_size: int = 4096
     batch_size: int = 8
+    max_bad_fraction: float = 0.01
 
     def __post_init__(self) -> None:
         if self.k < 1 or self.max_length < 2 or self.shard_size < 1 or self.batch_size < 1:
             raise ValueError("need k >= 1, max_length >= 2, shard_size >= 1, batch_size >= 1")
+        if not 0.0 <= self.max_bad_fraction <= 1.0:
+            raise ValueError(f"max_bad_fraction must be in [0, 1], got {self.max_bad_fraction}")
         if not self.temperature > 0:
             raise ValueError(f"temperature must be > 0, got {self.temperature}")
 
@@ -318,7 +323,8 @@ def build_topk_cache(
             "Distillery sequence layout (bos + prompt + completion + eos)"
         )
     encoding = TopKEncoding.choose(teacher.vocab_size, settings.k, settings.ids, settings.logprobs)
-    locked = {k: v for k, v in asdict(settings).items() if k not in ("shard_size", "batch_size")}
+    unlocked = ("shard_size", "batch_size", "max_bad_fraction")
+    locked = {k: v for k, v in asdict(settings).items() if k not in unlocked}
     build = {
         "teacher": teacher_description,
         "data": [p.name for p in paths],
@@ -356,7 +362,9 @@ def build_topk_cache(
     counts = _Counts()
     seen: dict[bytes, int] = {}
     total = sum(count_records(p) for p in paths)
-    quarantine = QuarantineLog(out / "quarantine.jsonl", max_bad_fraction=1.0)
+    # the budget is enforced as soon as the bad records alone exceed it, before the teacher sees the rest
+    quarantine = QuarantineLog(out / "quarantine.jsonl", max_bad_fraction=settings.max_bad_fraction,
+                               expected_records=total)
     with tqdm(total=total, desc="top-k cache", unit="ex", disable=not progress, dynamic_ncols=True) as bar:
         pending: list[tuple[EncodedExample, bytes, int]] = []
         for example in _examples(paths, tokenizer, settings, quarantine, counts, lambda: bar.update(1)):
@@ -383,6 +391,7 @@ def build_topk_cache(
                 _flush(builder, pending, counts)
         if pending:
             _flush(builder, pending, counts)
+    quarantine.check()
     builder.maybe_finish_shard(force=True)
     if stored:
         raise CacheBuildError(

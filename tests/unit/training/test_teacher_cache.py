@@ -291,3 +291,21 @@ def test_cache_cli(tmp_path: Path, teacher_dir: Path, capsys: pytest.CaptureFixt
     assert summary["entries"] == 3 and summary["k"] == 8 and "kl_full_mean" in summary
     assert main(["--teacher", f"cache:{tmp_path / 'c'}", "--out", str(tmp_path / "d"), *args]) == 2
     assert "live source" in capsys.readouterr().err
+
+
+def test_too_many_bad_lines_stop_the_build(tmp_path: Path, teacher_dir: Path,
+                                           capsys: pytest.CaptureFixture) -> None:
+    """The trainer's max-bad-share threshold: 1 malformed line in 4 is over the default 1%."""
+    from training.teacher_cache import main
+
+    data = tmp_path / "d.jsonl"
+    data.write_text("".join(json.dumps(r) + "\n" for r in _records(3)) + "{not json\n")
+    args = ["--teacher", f"checkpoint:{teacher_dir}", "--data", str(data), "--top-k", "8", "--no-progress",
+            "--threads", "1"]
+    assert main([*args, "--out", str(tmp_path / "strict")]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and err.count("\n") == 1 and "Traceback" not in err
+    assert "1 of 4 records (25.00%) are bad" in err and str(tmp_path / "strict" / "quarantine.jsonl") in err
+    assert main([*args, "--out", str(tmp_path / "lenient"), "--max-bad-fraction", "0.5"]) == 0
+    summary = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert summary["bad_records"] == 1 and summary["entries"] == 3
