@@ -32,7 +32,7 @@ from torch import Tensor
 
 from training.data import IGNORE_INDEX
 from training.tasks.markup import format_completion
-from training.tokenizer import SPECIAL_IDS, DistilleryTokenizer
+from training.tokenizer import SPECIAL_IDS, DistilleryTokenizer, require_native
 
 BOT_ID = SPECIAL_IDS["<bot>"]
 EOT_ID = SPECIAL_IDS["<eot>"]
@@ -79,6 +79,7 @@ class LatentRow:
 
 def encode_latent_example(example: Mapping[str, Any], tokenizer: DistilleryTokenizer) -> LatentExample:
     """Tokenize an example with ``prompt``, ``steps`` and ``answer`` for every stage."""
+    require_native(tokenizer, "the latent curriculum")
     steps = [str(s) for s in example["steps"]]
     answer = str(example["answer"])
     prompt_ids = [tokenizer.bos_id, *tokenizer.encode(str(example["prompt"]))]

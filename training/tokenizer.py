@@ -345,6 +345,15 @@ def _token_text(value: Any) -> str | None:
     return None
 
 
+def require_native(tokenizer: DistilleryTokenizer, feature: str) -> None:
+    """Raise :class:`TokenizerMismatchError` unless ``tokenizer`` has Distillery's fixed special ids, which
+    ``feature`` relies on (reasoning markers such as ``<step>`` or ``<bot>`` at ids 4..14)."""
+    if getattr(tokenizer, "is_native", True) is False:
+        raise TokenizerMismatchError(
+            f"{feature} needs a Distillery-trained tokenizer (reasoning markers at fixed ids 0..14); this "
+            "tokenizer has its own special tokens. Train one with DistilleryTokenizer.train or use a bundled task")
+
+
 def check_tokenizers_match(teacher: DistilleryTokenizer, student: DistilleryTokenizer,
                            sample_limit: int = 5) -> None:
     """Raise :class:`TokenizerMismatchError` naming the differences unless both map text identically."""

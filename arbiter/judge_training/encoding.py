@@ -14,7 +14,7 @@ import torch
 from torch import Tensor
 
 from arbiter.judge_training.model import STEP_END_ID
-from training.tokenizer import DistilleryTokenizer
+from training.tokenizer import DistilleryTokenizer, require_native
 
 PaddingSide = Literal["left", "right"]
 
@@ -35,6 +35,7 @@ class EncodedInput:
 
 def encode_input(tokenizer: DistilleryTokenizer, prompt: str, response: str, max_length: int) -> EncodedInput:
     """Encode one judge input of at most ``max_length`` tokens."""
+    require_native(tokenizer, "the judge (step verdicts at </step>)")
     prompt_ids = tokenizer.encode(prompt)
     response_ids = tokenizer.encode(response)
     room = max_length - 2 - len(response_ids)

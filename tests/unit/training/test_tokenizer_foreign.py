@@ -163,3 +163,14 @@ def test_foreign_round_trip(text: str) -> None:
 
 _ROUND_TRIP_TOKENIZER = DistilleryTokenizer.load(
     build_foreign_tokenizer(Path(__import__("tempfile").mkdtemp(prefix="rt-foreign-")), vocab_size=400))
+
+
+def test_reasoning_features_refuse_a_foreign_tokenizer(foreign_dir: Path) -> None:
+    from arbiter.judge_training.encoding import encode_input
+    from training.latent_data import encode_latent_example
+
+    tok = DistilleryTokenizer.load(foreign_dir)
+    with pytest.raises(TokenizerMismatchError, match="latent curriculum needs a Distillery-trained tokenizer"):
+        encode_latent_example({"prompt": "1+2", "steps": ["1+2=3"], "answer": "3"}, tok)
+    with pytest.raises(TokenizerMismatchError, match="judge"):
+        encode_input(tok, "1+2", "3", max_length=32)
