@@ -19,18 +19,23 @@ The backbone is :mod:`conversion.ane_model`'s rewrite (conv layout, split heads,
 surprise features are computed as in :func:`arbiter.judge_training.model.surprise_features`, with a
 log-softmax that cannot underflow in fp16 and the last real token picked by a mask (no gather).
 
-Checks, against the PyTorch judge in fp32: the rewrite itself (max abs error in fp32, at most 1e-4);
-the converted program run by the numpy MIL executor (:mod:`conversion.mil_executor`) on the bundled sample
-pairs and generated arithmetic pairs (gold vs corrupted): every output a user reads (score, clause logits,
-step logits at ``</step>``) within ``--atol + --rtol * |reference|`` (defaults 0.02 + 0.3%, in logit
-units: 0.02 moves a sigmoid probability by at most 0.005), identical pairwise preferences and identical
-step verdicts (logit > 0) except where the reference itself is within ``--atol`` of a tie. Writes
-``JUDGE.report.json`` beside the package. Exit status: 0 passed, 1 a check failed, 2 input refused.
+Checks, against the PyTorch judge in fp32, with the rules of :mod:`conversion.criteria` that also decide
+``conversion.convert_coreml`` (relative errors are max|Δ| / max|ref| per output over all inputs): the
+rewrite itself in fp32 (relative error at most 1e-5, as the student's ANE rewrite); the converted program
+run by the numpy MIL executor (:mod:`conversion.mil_executor`) on the bundled sample pairs and generated
+arithmetic pairs (gold vs corrupted): each output's relative error within max(3e-3, 1.5 x the error of the
+rewrite run by PyTorch in fp16 on the same inputs) for fp16 programs (1e-4 for fp32 programs), every
+output a user reads (score, clause logits, step logits at ``</step>``) also within ``--atol + --rtol *
+|reference|`` (defaults 0.02 + 0.3%, in logit units: 0.02 moves a sigmoid probability by at most 0.005),
+identical pairwise preferences and identical step verdicts (logit > 0) except where the reference itself
+is within ``--atol`` of a tie. Writes ``JUDGE.report.json`` beside the package. Exit status: 0 passed,
+1 a check failed, 2 input refused.
 """
 
 from __future__ import annotations
 
 import argparse
+import copy
 import json
 import random
 import shutil
@@ -51,6 +56,13 @@ from arbiter.judge_training.artifact import load_judge
 from arbiter.judge_training.encoding import EncodedInput, encode_input
 from arbiter.judge_training.model import JudgeModel
 from conversion.ane_model import AnePrefill, prefill_mask
+from conversion.criteria import (
+    COREML_FP32_TOLERANCE,
+    FP32_REL_TOLERANCE,
+    fp16_tolerance,
+    fp16_verdict,
+    fp32_verdict,
+)
 from training.artifact import ArtifactError
 from training.tasks.arithmetic import generate as generate_arithmetic
 from training.tasks.arithmetic_corrupt import corrupt
@@ -74,7 +86,8 @@ class JudgeCoreMLOptions(BaseModel):
     seq_lens: tuple[int, ...] = (32, 64, 96)
     atol: float = Field(0.02, gt=0)
     rtol: float = Field(3e-3, ge=0)
-    rewrite_atol: float = Field(1e-4, gt=0)
+    rewrite_rtol: float = Field(FP32_REL_TOLERANCE, gt=0)
+    rewrite_atol: float | None = Field(None, gt=0, description="optional extra absolute bound on the rewrite")
     pairs: int = Field(8, ge=0, le=64, description="generated arithmetic pairs to check besides the samples")
 
     @field_validator("seq_lens")
@@ -240,11 +253,17 @@ def _decisions(reference: dict[str, np.ndarray], got: dict[str, np.ndarray], ste
 
 def verify(judge: JudgeModel, module: AneJudge, function: Any, pairs: list[tuple[EncodedInput, EncodedInput]],
            options: JudgeCoreMLOptions) -> dict[str, Any]:
-    """Rewrite error (PyTorch, fp32) and program error (MIL executor) on every input of ``pairs``."""
-    dtype = np.float16 if options.precision == "fp16" else np.float32
+    """Rewrite error (PyTorch, fp32) and program error (MIL executor) on every input of ``pairs``: per
+    output the max abs errors, the relative errors (max abs error / max|reference|, over all inputs),
+    and for fp16 programs the same relative error of the rewrite run by PyTorch in fp16 (its floor)."""
+    fp16 = options.precision == "fp16"
+    dtype = np.float16 if fp16 else np.float32
     names = module.output_names()
+    half = copy.deepcopy(module).half().eval() if fp16 else None
     rewrite = dict.fromkeys(names, 0.0)
     program = dict.fromkeys(names, 0.0)
+    torch16 = dict.fromkeys(names, 0.0)
+    scale = dict.fromkeys(names, 0.0)
     usage = dict.fromkeys(names, 0.0)
     flips: list[str] = []
     inputs_checked = 0
@@ -259,14 +278,23 @@ def verify(judge: JudgeModel, module: AneJudge, function: Any, pairs: list[tuple
             feed = program_inputs(item, length, module.surprise_features, np.float32)
             with torch.no_grad():
                 ours = module(*(torch.from_numpy(feed[name]) for name in module.input_names()))
-            got = function({k: v.astype(dtype) if v.dtype == np.float32 else v for k, v in feed.items()})
+            cast = {k: v.astype(dtype) if v.dtype == np.float32 else v for k, v in feed.items()}
+            got = function(cast)
+            halves = None
+            if half is not None:
+                with torch.no_grad():
+                    halves = half(*(torch.from_numpy(cast[name]) for name in module.input_names()))
             positions = item.step_positions if "step_logits" in reference else []
-            for name, value in zip(names, ours, strict=True):
+            for i, (name, value) in enumerate(zip(names, ours, strict=True)):
                 want = reference[name]
+                scale[name] = max(scale[name], float(np.abs(_read(name, want, want, positions)[1]).max(initial=0.0)))
                 rewrite[name] = max(rewrite[name], _max_error(name, value.numpy(), want, positions))
                 have = got[name].astype(np.float64)
                 program[name] = max(program[name], _max_error(name, have, want, positions))
                 usage[name] = max(usage[name], _tolerance_used(name, have, want, positions, options))
+                if halves is not None:
+                    torch16[name] = max(torch16[name], _max_error(name, halves[i].float().numpy().astype(np.float64),
+                                                                  want, positions))
             flips += [f"pair {index}: {flip}" for flip in _decisions(reference, got, positions, options.atol)]
             scores.append((float(reference["score"][0]), float(got["score"][0])))
             inputs_checked += 1
@@ -274,9 +302,43 @@ def verify(judge: JudgeModel, module: AneJudge, function: Any, pairs: list[tuple
         if abs(ref_a - ref_b) > options.atol and (ref_a > ref_b) != (got_a > got_b):
             flips.append(f"pair {index}: preference flipped (reference {ref_a - ref_b:+.3f}, "
                          f"program {got_a - got_b:+.3f})")
+    def relative(errors: dict[str, float]) -> dict[str, float]:
+        return {name: value / (scale[name] if scale[name] > 0 else 1.0) for name, value in errors.items()}
+
     return {"rewrite_max_abs_error": rewrite, "program_max_abs_error": program, "tolerance_used": usage,
+            "rewrite_rel_error": relative(rewrite), "program_rel_error": relative(program),
+            "pytorch_fp16_rel_error": relative(torch16) if fp16 else None,
             "decision_flips": flips,
             "inputs_checked": inputs_checked, "pairs_checked": len(pairs)}
+
+
+def judge_failures(checks: dict[str, Any], options: JudgeCoreMLOptions) -> tuple[list[str], dict[str, float]]:
+    """What failed, under the rules of :mod:`conversion.criteria` (the student's Core ML rules): the fp32
+    rewrite's relative error per output (:func:`conversion.criteria.fp32_verdict`), the program's per
+    output (fp16: :func:`conversion.criteria.fp16_verdict` against PyTorch's own fp16 error of that
+    output; fp32: 1e-4), the elementwise ``--atol``/``--rtol`` bound and decision flips. Returns the
+    failures and the relative tolerance applied to each output's program error."""
+    errors = [f"rewrite {f}" for f in fp32_verdict(checks["rewrite_rel_error"], tolerance=options.rewrite_rtol).failures]
+    if options.rewrite_atol is not None:
+        for name, value in checks["rewrite_max_abs_error"].items():
+            if not value <= options.rewrite_atol:
+                errors.append(f"rewrite {name} max abs error {value:.3g} exceeds {options.rewrite_atol:.3g}")
+    tolerances = {}
+    for name, value in checks["program_rel_error"].items():
+        if checks["pytorch_fp16_rel_error"] is not None:
+            floor = checks["pytorch_fp16_rel_error"][name]
+            verdict = fp16_verdict({f"{name} rel error": value}, floor, None, None)
+            tolerances[name] = fp16_tolerance(floor)
+        else:
+            verdict = fp32_verdict({f"{name} rel error": value}, tolerance=COREML_FP32_TOLERANCE)
+            tolerances[name] = COREML_FP32_TOLERANCE
+        errors += [f"program {f}" for f in verdict.failures]
+    for name, value in checks["tolerance_used"].items():
+        if not value <= 1.0:
+            errors.append(f"program {name} differs from PyTorch by {value:.2f}x the tolerance (max abs error "
+                          f"{checks['program_max_abs_error'][name]:.3g}; allowed atol {options.atol:g} + rtol "
+                          f"{options.rtol:g} x |reference|)")
+    return errors + list(checks["decision_flips"]), tolerances
 
 
 def _read(name: str, have: np.ndarray, want: np.ndarray, step_positions: list[int]) -> tuple[np.ndarray, np.ndarray]:
@@ -330,16 +392,8 @@ def convert_judge(judge_dir: Path, out: Path, options: JudgeCoreMLOptions) -> di
     program = load_program(out)
     lint = lint_program(program)
     checks = verify(judge, module, MilFunction(program, "main"), pairs, options)
-    errors = []
-    for name, value in checks["rewrite_max_abs_error"].items():
-        if not value <= options.rewrite_atol:
-            errors.append(f"rewrite {name} max abs error {value:.3g} exceeds {options.rewrite_atol:.3g}")
-    for name, value in checks["tolerance_used"].items():
-        if not value <= 1.0:
-            errors.append(f"program {name} differs from PyTorch by {value:.2f}x the tolerance (max abs error "
-                          f"{checks['program_max_abs_error'][name]:.3g}; allowed atol {options.atol:g} + rtol "
-                          f"{options.rtol:g} x |reference|)")
-    errors += checks["decision_flips"]
+    errors, checks["program_rel_tolerance"] = judge_failures(checks, options)
+    checks["rewrite_rel_tolerance"] = options.rewrite_rtol
     report = {
         "format": REPORT_FORMAT, "format_version": 1, "judge": str(judge_dir), "package": str(out),
         "options": options.model_dump(mode="json"), "inputs": module.input_names(), "outputs": module.output_names(),

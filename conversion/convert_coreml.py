@@ -51,6 +51,17 @@ from conversion.ane_model import (
     prefill_mask,
 )
 from conversion.coreml_report import Checks, CoreMLReport, LintSummary, report_path, summary, write_report
+from conversion.criteria import (
+    COREML_FP32_TOLERANCE,
+    FP16_REL_FLOOR,
+    FP32_REL_TOLERANCE,
+    KL_PER_TOKEN_TOLERANCE,
+    exceeds,
+    fp16_tolerance,
+    fp16_verdict,
+    fp32_verdict,
+    verification_length,
+)
 from training.model import Student
 from training.model_config import ModelConfig
 from training.tokenizer import TOKENIZER_FILE, DistilleryTokenizer
@@ -61,11 +72,13 @@ DEFAULT_PROMPTS = (
     "Will it rain today?",
     "The quick brown fox jumps over",
 )
-ANE_REWRITE_TOLERANCE = 1e-4
-"""Max abs logits difference allowed between the fp32 rewrite and the student."""
-FP16_TOLERANCE = 3e-3
-FP32_TOLERANCE = 1e-4
-"""Relative logits error allowed for fp16 / fp32 programs (decode always uses fp16 states)."""
+ANE_REWRITE_TOLERANCE = FP32_REL_TOLERANCE
+"""Relative logits error (max|Δ| / max|ref|) allowed between the fp32 rewrite and the student."""
+FP16_TOLERANCE = FP16_REL_FLOOR
+"""The smallest relative tolerance of fp16 logits; the one applied is
+:func:`conversion.criteria.fp16_tolerance` of PyTorch's own fp16 error (decode always uses fp16 states)."""
+FP32_TOLERANCE = COREML_FP32_TOLERANCE
+"""Relative logits error allowed for the prefill of an fp32 program (the rewrite plus conversion)."""
 WEIGHT_STEP = {"int8": 1.0 / 127, "int4": 1.0 / 7, "palettize4": 2.0 / 15}
 """Quantization step relative to max|w|; a dequantized weight lies within half a step (+fp16 slack)."""
 QUANT_BLOCK_SIZE = 32
@@ -164,6 +177,7 @@ class CoreMLOptions(BaseModel):
 
     @property
     def tolerance(self) -> float:
+        """The prefill tolerance before PyTorch's fp16 floor is known (near ties in greedy divergences)."""
         return FP16_TOLERANCE if self.precision == "fp16" else FP32_TOLERANCE
 
 
@@ -179,6 +193,25 @@ def resolve_cache_len(options: CoreMLOptions, config: ModelConfig) -> int:
     if options.stateful and lengths.high > cache_len:
         raise ValueError(f"--seq-lens up to {lengths.high} exceed the cache length {cache_len}")
     return cache_len
+
+
+def verification_cache_len(prompts: Sequence[list[int]], max_new_tokens: int, options: CoreMLOptions,
+                           cache_len: int) -> int:
+    """The cache length the checks need: the longest check sequence (prompt, cut as the checks cut it,
+    plus ``max_new_tokens`` generated tokens; :func:`conversion.criteria.verification_length`) rounded
+    up to a multiple of 32, at most the deployment ``cache_len``. Verifying a 2048-slot program on
+    30-token sequences would spend its time moving empty cache slots."""
+    max_length = min(options.lengths.high, cache_len)
+    needed = verification_length([len(p) for p in prompts], max_new_tokens, max_length)
+    return min(cache_len, -(-needed // STATE_ALIGNMENT) * STATE_ALIGNMENT)
+
+
+def lengths_within(lengths: SeqLens, cache_len: int) -> SeqLens:
+    """The accepted lengths (decode's, including 1) that fit a ``cache_len`` cache."""
+    if lengths.enumerated is None:
+        return SeqLens(lengths.low, min(lengths.high, cache_len), None)
+    kept = tuple(n for n in lengths.enumerated if n <= cache_len) or (1,)
+    return SeqLens(kept[0], kept[-1], kept)
 
 
 # ---- building and converting ------------------------------------------------------------------
@@ -206,14 +239,16 @@ def build_modules(student: Student, options: CoreMLOptions, cache_len: int) -> t
 
 
 @torch.no_grad()
-def rewrite_error(student: Student, prefill: nn.Module, decoder: nn.Module | None,
-                  prompts: Sequence[list[int]]) -> float:
-    """Max abs logits difference of the (fp32) modules from the student: prefill on each prompt, and
-    the decoder fed the prompt's first half as one chunk and the rest one token at a time."""
-    worst = 0.0
+def rewrite_errors(student: Student, prefill: nn.Module, decoder: nn.Module | None,
+                   prompts: Sequence[list[int]]) -> tuple[float, float]:
+    """Max abs and relative (max|Δ| / max|ref|, over everything compared) logits difference of the
+    (fp32) modules from the student: prefill on each prompt, and the decoder fed the prompt's first
+    half as one chunk and the rest one token at a time."""
+    worst, scale = 0.0, 0.0
     for tokens in prompts:
         ids = torch.tensor([tokens])
         ref = student(ids)[0]
+        scale = max(scale, float(ref.abs().max()))
         out = prefill(ids.int(), prefill_mask(len(tokens)))[0]
         worst = max(worst, float((out - ref).abs().max()))
         if decoder is None:
@@ -226,7 +261,13 @@ def rewrite_error(student: Student, prefill: nn.Module, decoder: nn.Module | Non
                         decode_mask(pos, len(chunk), cache_len))[0] for pos, chunk in steps]
         worst = max(worst, float((torch.cat(outs) - ref).abs().max()))
         decoder.reset_cache()
-    return worst
+    return worst, worst / (scale if scale > 0 else 1.0)
+
+
+def rewrite_error(student: Student, prefill: nn.Module, decoder: nn.Module | None,
+                  prompts: Sequence[list[int]]) -> float:
+    """Max abs logits difference of :func:`rewrite_errors`."""
+    return rewrite_errors(student, prefill, decoder, prompts)[0]
 
 
 def _length_inputs(lengths: SeqLens, mask_rows: int | None, mask_dtype: type, target: str) -> list[Any]:
@@ -462,21 +503,59 @@ def encode_prompts(student_dir: Path, prompts: Sequence[str], vocab_size: int) -
 # ---- the whole conversion -----------------------------------------------------------------------
 
 def _check(report: CoreMLReport, name: str, value: float | None, tolerance: float) -> None:
-    if value is not None and not value <= tolerance:
-        report.errors.append(f"{name} {value:.3g} exceeds the tolerance {tolerance:.3g}")
+    report.errors.extend(exceeds(name, value, tolerance))
+
+
+def op_counts(program: Any, function: str) -> dict[str, int]:
+    """Op type histogram of one function of a MIL program (constants excluded)."""
+    from conversion.ane_lint import lint_function
+
+    return lint_function(program.functions[function], function)[1]
+
+
+def convert_verification_decoder(student: Student, options: CoreMLOptions, cache_len: int, directory: Path) -> Path:
+    """The deployment decoder converted again with a ``cache_len`` cache (same module code, weights,
+    options and compression; only the state and mask sizes differ), saved as a one-function package in
+    ``directory``. Returns its path."""
+    decoder = build_decoder(student, options, cache_len)
+    mlmodel = convert_module(decoder, lengths_within(options.lengths.with_one(), cache_len), options, stateful=True)
+    if options.quantize != "none":
+        mlmodel = compress(mlmodel, options.quantize, options.target)
+    path = directory / "verify_decode.mlpackage"
+    mlmodel.save(str(path))
+    return path
+
+
+def _verdict(checks: Checks, options: CoreMLOptions, result: Any, prefix: str = "") -> list[str]:
+    """Failures of one verification (:class:`conversion.mil_executor.Verification`) under the shared rules
+    of :mod:`conversion.criteria`: fp16 logits within max(3e-3, 1.5 x PyTorch's own fp16 error) (an fp32
+    program's prefill within :data:`FP32_TOLERANCE`; its decode keeps fp16 states, so the fp16 rule),
+    greedy tokens identical and mean KL(reference || program) within 1e-3 nats per token."""
+    floor = checks.pytorch_fp16_rel_error if options.precision == "fp16" else None
+    failures: list[str] = []
+    if options.precision == "fp16":
+        rel = {f"{prefix}prefill_rel_error": result.prefill_rel_error,
+               f"{prefix}decode_rel_error": result.decode_rel_error}
+    else:
+        rel = {f"{prefix}decode_rel_error": result.decode_rel_error}
+        failures += fp32_verdict({f"{prefix}prefill_rel_error": result.prefill_rel_error},
+                                 tolerance=FP32_TOLERANCE).failures
+    verdict = fp16_verdict(rel, floor, result.greedy_tokens_identical, result.kl_per_token)
+    return failures + [f if f.startswith(prefix) else prefix + f for f in verdict.failures]
 
 
 def export_coreml(student_dir: str | Path, out: str | Path, options: CoreMLOptions) -> CoreMLReport:
     """Convert, save, lint and verify; writes ``MODEL.report.json`` and returns the report."""
     from conversion.ane_lint import lint_program
-    from conversion.mil_executor import ExecutorRunner, PredictRunner, load_program, verify_runner
+    from conversion.mil_executor import ExecutorRunner, PredictRunner, load_program, rel_error, verify_runner
 
     start, cpu_start = time.perf_counter(), time.process_time()
     student_dir, out = Path(student_dir), Path(out)
     report = CoreMLReport(model=str(student_dir), package=str(out), target=options.target,
                           options=options.model_dump(mode="json"))
     report.checks = checks = Checks(prefill_tolerance=options.tolerance, decode_tolerance=FP16_TOLERANCE,
-                                    ane_rewrite_tolerance=ANE_REWRITE_TOLERANCE)  # filled in as checks run
+                                    ane_rewrite_tolerance=ANE_REWRITE_TOLERANCE,
+                                    kl_tolerance=KL_PER_TOKEN_TOLERANCE)  # filled in as checks run
     timings: dict[str, float] = {}
 
     def lap(name: str, since: float) -> float:
@@ -490,13 +569,18 @@ def export_coreml(student_dir: str | Path, out: str | Path, options: CoreMLOptio
         config = student.config
         cache_len = resolve_cache_len(options, config)
         prompts, encoding = encode_prompts(student_dir, options.prompts, config.vocab_size)
+        verify_len = verification_cache_len(prompts, options.max_new_tokens, options, cache_len)
+        if options.stateful:
+            checks.deployment_cache_len, checks.verification_cache_len = cache_len, verify_len
         t = lap("load", t)
 
         prefill, decoder = build_modules(student, options, cache_len)
-        decoder32 = build_decoder(student, options, cache_len, torch.float32) if options.stateful else None
-        limit = min(options.lengths.high, cache_len)
-        checks.ane_rewrite_max_abs_error = rewrite_error(student, prefill, decoder32, [p[-limit:] for p in prompts])
-        _check(report, "ane_rewrite_max_abs_error", checks.ane_rewrite_max_abs_error, ANE_REWRITE_TOLERANCE)
+        decoder32 = build_decoder(student, options, verify_len, torch.float32) if options.stateful else None
+        limit = min(options.lengths.high, verify_len)
+        checks.ane_rewrite_max_abs_error, checks.ane_rewrite_rel_error = rewrite_errors(
+            student, prefill, decoder32, [p[-limit:] for p in prompts])
+        report.errors += fp32_verdict({"ane_rewrite_rel_error": checks.ane_rewrite_rel_error},
+                                      tolerance=ANE_REWRITE_TOLERANCE).failures
         t = lap("rewrite_check", t)
 
         prefill_ml = convert_module(prefill, options.lengths, options, stateful=False)
@@ -527,25 +611,48 @@ def export_coreml(student_dir: str | Path, out: str | Path, options: CoreMLOptio
             reference = module_reference(quant_module)
             checks.reference = f"converted module with the program's dequantized {options.quantize} weights"
             checks.quantization = quant_info
-        runner = ExecutorRunner(out, pad_id=config.pad_token_id)
-        result = verify_runner(runner, reference, prompts, options.max_new_tokens, config.eos_token_id,
-                               options.tolerance)
+        with tempfile.TemporaryDirectory(prefix=".coreml-verify-", dir=out.parent) as scratch:
+            decode_package = None
+            if options.stateful and verify_len < cache_len:
+                decode_package = convert_verification_decoder(student, options, verify_len, Path(scratch))
+                verify_program = load_program(decode_package)
+                if op_counts(verify_program, "main") != report.op_histogram.get("decode"):
+                    report.errors.append("the verification decode program's ops differ from the shipped decode's")
+                checks.verification_program = (
+                    f"prefill: the shipped function; decode: the same decoder converted again with a "
+                    f"{verify_len}-slot cache (shipped: {cache_len}; same weights, options and op histogram), "
+                    f"sized to the check sequences; the shipped decode is run for one step "
+                    f"(deployment_decode_rel_error)")
+                t = lap("convert_verification", t)
+            elif options.stateful:
+                checks.verification_program = "the shipped package (its cache fits the check sequences)"
+            runner = ExecutorRunner(out, pad_id=config.pad_token_id, decode_package=decode_package)
+            result = verify_runner(runner, reference, prompts, options.max_new_tokens, config.eos_token_id,
+                                   options.tolerance)
         checks.prefill_rel_error = result.prefill_rel_error
         checks.decode_rel_error = result.decode_rel_error
         checks.greedy_tokens_identical = result.greedy_tokens_identical
         checks.prompts_checked = result.prompts_checked
         checks.greedy = result.greedy
         checks.greedy_divergences = result.greedy_divergences
+        checks.kl_per_token = result.kl_per_token
+        checks.prefill_kl_per_token = result.prefill_kl_per_token
+        checks.decode_kl_per_token = result.decode_kl_per_token
         checks.executor = f"mil-numpy (prompts encoded with {encoding})"
-        _check(report, "prefill_rel_error", result.prefill_rel_error, options.tolerance)
-        _check(report, "decode_rel_error", result.decode_rel_error, FP16_TOLERANCE)
+        if decode_package is not None:  # the shipped decode function, one step from an empty cache
+            shipped = ExecutorRunner(out, pad_id=config.pad_token_id, program=program).decode_session()
+            first = prompts[0][:1]
+            checks.deployment_decode_rel_error = rel_error(shipped.feed(first), reference(first))
         if options.precision == "fp16":  # the same reference, run by PyTorch in fp16
             half_reference = (student_reference(copy.deepcopy(student).half().eval()) if checks.quantization is None
                               else module_reference(copy.deepcopy(quant_module).half().eval(), torch.float16))
             checks.pytorch_fp16_rel_error = pytorch_fp16_rel_error(
                 reference, half_reference, [r["prompt"] + r["reference"][:-1] for r in result.greedy])
-        if not result.greedy_consistent:
-            report.errors.append("greedy tokens diverge from the reference beyond a near tie")
+        checks.fp16_tolerance = fp16_tolerance(checks.pytorch_fp16_rel_error)
+        checks.decode_tolerance = checks.fp16_tolerance
+        checks.prefill_tolerance = checks.fp16_tolerance if options.precision == "fp16" else FP32_TOLERANCE
+        report.errors += _verdict(checks, options, result)
+        _check(report, "deployment_decode_rel_error", checks.deployment_decode_rel_error, checks.fp16_tolerance)
         if checks.quantization is not None:
             _measure_quantization(checks.quantization, reference, student, prompts, runner.max_length,
                                   options.max_new_tokens, config.eos_token_id)
@@ -557,11 +664,9 @@ def export_coreml(student_dir: str | Path, out: str | Path, options: CoreMLOptio
             checks.predict = {"prefill_rel_error": predicted.prefill_rel_error,
                               "decode_rel_error": predicted.decode_rel_error,
                               "greedy_tokens_identical": predicted.greedy_tokens_identical,
-                              "greedy_divergences": predicted.greedy_divergences}
-            _check(report, "predict prefill_rel_error", predicted.prefill_rel_error, options.tolerance)
-            _check(report, "predict decode_rel_error", predicted.decode_rel_error, FP16_TOLERANCE)
-            if not predicted.greedy_consistent:
-                report.errors.append("Core ML predict: greedy tokens diverge from the reference beyond a near tie")
+                              "greedy_divergences": predicted.greedy_divergences,
+                              "kl_per_token": predicted.kl_per_token}
+            report.errors += _verdict(checks, options, predicted, prefix="predict ")
             lap("predict", t)
     except Exception as exc:  # reported, not raised: the report says what failed
         report.errors.append(f"{type(exc).__name__}: {exc}")

@@ -3,8 +3,9 @@
 The report of ``MODEL.mlpackage`` is ``MODEL.report.json`` beside it. Top-level keys are stable:
 ``model``, ``target``, ``options``, ``functions``, ``conversion``, ``size_bytes``, ``op_histogram``,
 ``lint`` (``errors``, ``warnings``, ``findings``), ``checks`` (``ane_rewrite_max_abs_error``,
-``prefill_rel_error``, ``decode_rel_error``, ``greedy_tokens_identical``, ``prompts_checked``, plus
-tolerances and details), ``errors``, ``passed``, ``seconds`` (wall clock), ``cpu_seconds`` (this
+``ane_rewrite_rel_error``, ``prefill_rel_error``, ``decode_rel_error``, ``pytorch_fp16_rel_error``,
+``fp16_tolerance``, ``kl_per_token``, ``greedy_tokens_identical``, ``prompts_checked``,
+``verification_cache_len``, plus tolerances and details; see :class:`Checks`), ``errors``, ``passed``, ``seconds`` (wall clock), ``cpu_seconds`` (this
 process, all threads) and ``timings`` (wall clock per step).
 Relative errors are ``max|coreml - torch| / max|torch|`` over all logits compared.
 """
@@ -16,6 +17,8 @@ from pathlib import Path
 from typing import Any
 
 from pydantic import BaseModel, Field
+
+from conversion.criteria import FP16_FLOOR_FACTOR
 
 REPORT_SUFFIX = ".report.json"
 
@@ -37,9 +40,22 @@ class LintSummary(BaseModel):
 class Checks(BaseModel):
     """Numeric checks. ``None`` means not run (e.g. no decode function without ``--stateful``).
 
-    ``pytorch_fp16_rel_error`` is context, not a check: the same relative error for the reference itself
-    run in fp16 by PyTorch (``.half()``) on the same sequences, i.e. what fp16 arithmetic costs this model
-    (the reference: the student, or with ``--quantize`` the converted module with dequantized weights).
+    ``pytorch_fp16_rel_error`` is the same relative error for the reference itself run in fp16 by PyTorch
+    (``.half()``) on the same sequences, i.e. what fp16 arithmetic costs this model (the reference: the
+    student, or with ``--quantize`` the converted module with dequantized weights). It sets the fp16
+    tolerance: ``fp16_tolerance = max(3e-3, 1.5 x pytorch_fp16_rel_error)``
+    (:func:`conversion.criteria.fp16_tolerance`), applied to prefill and decode relative errors
+    (``prefill_tolerance`` / ``decode_tolerance`` are the tolerances applied).
+
+    ``ane_rewrite_rel_error`` (max|Δ| / max|ref| of the fp32 rewrite against the student) is checked
+    against ``ane_rewrite_tolerance``; ``ane_rewrite_max_abs_error`` is context. ``kl_per_token`` is the
+    larger of ``prefill_kl_per_token`` and ``decode_kl_per_token``, each the mean KL(reference ||
+    program) in nats over the compared positions, checked against ``kl_tolerance``.
+
+    The checks run on sequences of at most ``verification_cache_len`` tokens (prompt + generated). When
+    that is shorter than the shipped cache (``deployment_cache_len``), decode is verified on the same
+    decoder converted again with the shorter cache (``verification_program`` says so) and the shipped
+    decode function is run for one step (``deployment_decode_rel_error``).
     """
 
     ane_rewrite_max_abs_error: float | None = None
@@ -57,6 +73,16 @@ class Checks(BaseModel):
     greedy_divergences: list[dict[str, Any]] = Field(default_factory=list)
     predict: dict[str, Any] | None = None
     quantization: dict[str, Any] | None = None
+    ane_rewrite_rel_error: float | None = None
+    kl_per_token: float | None = None
+    prefill_kl_per_token: float | None = None
+    decode_kl_per_token: float | None = None
+    kl_tolerance: float | None = None
+    fp16_tolerance: float | None = None
+    deployment_cache_len: int | None = None
+    verification_cache_len: int | None = None
+    verification_program: str | None = None
+    deployment_decode_rel_error: float | None = None
 
 
 class CoreMLReport(BaseModel):
@@ -100,11 +126,16 @@ def summary(report: CoreMLReport) -> str:
         f"{report.size_bytes / 1e6:.2f} MB, {report.seconds:.1f} s wall, {report.cpu_seconds:.1f} s CPU "
         f"({report.conversion})",
         "  options: " + ", ".join(f"{k}={v}" for k, v in report.options.items() if k != "prompts"),
-        f"  ANE rewrite max abs error {_fmt(c.ane_rewrite_max_abs_error)} (tol {_fmt(c.ane_rewrite_tolerance)})",
+        f"  ANE rewrite rel error {_fmt(c.ane_rewrite_rel_error)} (tol {_fmt(c.ane_rewrite_tolerance)}), "
+        f"max abs error {_fmt(c.ane_rewrite_max_abs_error)}",
         f"  prefill rel error {_fmt(c.prefill_rel_error)} (tol {_fmt(c.prefill_tolerance)}), decode rel error "
         f"{_fmt(c.decode_rel_error)} (tol {_fmt(c.decode_tolerance)}) vs {c.reference} [{c.executor}]",
-        *([f"  PyTorch's own fp16 on the same sequences: rel error {_fmt(c.pytorch_fp16_rel_error)}"]
+        *([f"  PyTorch's own fp16 on the same sequences: rel error {_fmt(c.pytorch_fp16_rel_error)} "
+           f"(fp16 tolerance = max(3e-3, 1.5 x that) = {_fmt(c.fp16_tolerance)})"]
           if c.pytorch_fp16_rel_error is not None else []),
+        f"  KL(reference || program) {_fmt(c.kl_per_token)} nats/token (tol {_fmt(c.kl_tolerance)})",
+        *([f"  verification cache {c.verification_cache_len} slots (shipped {c.deployment_cache_len}): "
+           f"{c.verification_program}"] if c.verification_program else []),
         f"  greedy tokens identical: {c.greedy_tokens_identical} on {c.prompts_checked} prompts"
         + (f" ({sum(d['near_tie'] for d in c.greedy_divergences)} of {len(c.greedy_divergences)} divergences "
            "at near ties)" if c.greedy_divergences else ""),
@@ -130,9 +161,10 @@ def hints(report: CoreMLReport) -> list[str]:
     if not tolerance_failed or options.get("precision") != "fp16":
         return []
     found = []
-    if c.pytorch_fp16_rel_error is not None and c.pytorch_fp16_rel_error > (c.prefill_tolerance or 0):
-        found.append(f"PyTorch's own fp16 already exceeds the tolerance on these prompts "
-                     f"({c.pytorch_fp16_rel_error:.2e}): this model is at the fp16 floor; use --precision fp32 "
+    floor = c.pytorch_fp16_rel_error
+    if floor is not None and FP16_FLOOR_FACTOR * floor >= (c.prefill_tolerance or 0):
+        found.append(f"PyTorch's own fp16 error on these prompts ({floor:.2e}) sets the tolerance "
+                     f"({FP16_FLOOR_FACTOR:g}x it): this model is at the fp16 floor; use --precision fp32 "
                      "where exact logits matter")
     if options.get("attention") == "split" and options.get("ane") and options.get("target") == "iOS18":
         found.append("on trained models most fp16 error comes from rounding attention logits and weights; "

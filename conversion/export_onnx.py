@@ -1,7 +1,7 @@
 """Export a student artifact to ONNX with a KV cache and prove it matches PyTorch.
 
     python -m conversion.export_onnx STUDENT_DIR --out DIR [--quantize none|int8|int4|all] [--opset 18]
-        [--exporter dynamo|torchscript] [--max-new-tokens 16] [--prompts FILE] [--atol 1e-4]
+        [--exporter dynamo|torchscript] [--max-new-tokens 16] [--prompts FILE] [--rtol 1e-5] [--atol A]
         [--decode-steps 4] [--threads N]
 
 DIR receives ``model.onnx`` (one graph for prefill and decode; see :mod:`conversion.onnx_wrapper` for its
@@ -9,17 +9,21 @@ inputs and outputs), ``model_int8.onnx`` / ``model_int4.onnx`` when asked, the s
 ``generation_config.json``, ``tokenizer.json`` and ``tokenizer_config.json`` (so DIR is self-contained),
 ``report.json`` and a ``manifest.json`` of sha256 hashes (:func:`training.artifact.verify_manifest` checks
 it). DIR is written atomically. The exit code is 0 when the fp32 graph passed (logits and caches within
-``--atol`` of PyTorch on fixed and random left-padded batches, prefill and cached steps, and greedy tokens
-identical to ``Student.generate``), 1 when it failed, 2 when the input was refused (a tampered artifact,
-a bad flag, an output directory that is not ours to replace).
+``--rtol`` of PyTorch relative to the largest reference magnitude, max|Δ| / max|ref| <= 1e-5 by default
+(:func:`conversion.criteria.fp32_verdict`), on fixed and random left-padded batches, prefill and cached
+steps, and greedy tokens identical to ``Student.generate``; with ``--atol`` max abs errors are bounded
+too), 1 when it failed, 2 when the input was refused (a tampered artifact, a bad flag, an output
+directory that is not ours to replace).
 
 report.json (format ``distillery-onnx-export``, version 1):
 
 * ``model``: source, num_parameters and shape; ``exporter``, ``opset``, ``versions``, ``position_ids``
 * ``inputs`` / ``outputs``: name, dtype, shape (symbolic dims as strings) of each graph input and output
-* ``checks``: atol, max_abs_error and max_rel_error of logits (relative to the largest reference logit),
-  max_abs_error_present (caches), argmax_agreement, decode_steps_checked (cached steps compared),
-  batches, greedy_tokens_identical, greedy_runs, greedy_new_tokens, greedy_mismatches, passed
+* ``checks``: rtol (the relative criterion), atol (the optional absolute bound, null when off),
+  max_abs_error and max_rel_error of logits (relative to the largest reference logit),
+  max_abs_error_present and max_rel_error_present (caches), argmax_agreement, decode_steps_checked
+  (cached steps compared), batches, greedy_tokens_identical, greedy_runs, greedy_new_tokens,
+  greedy_mismatches, criterion, failures, passed
 * ``fp32`` and ``variants.{int8,int4}`` (only those requested): file, max_abs_error, max_rel_error,
   argmax_agreement (vs fp32 PyTorch), size_bytes, ms_per_token (median cached decode step, batch 1)
 * ``prompts``: source (tokenizer or token_ids) and per-prompt samples of the greedy generation
@@ -41,6 +45,7 @@ import onnxruntime
 import torch
 from pydantic import model_validator
 
+from conversion.criteria import FP32_REL_TOLERANCE
 from conversion.onnx_graph import (
     DEFAULT_OPSET,
     OPSET_RANGES,
@@ -104,7 +109,7 @@ def export_onnx(config: OnnxExportConfig) -> dict[str, Any]:
         timings["export"] = time.perf_counter() - t0
         copied = copy_companion_files(config.student_dir, tmp)
         t0 = time.perf_counter()
-        checks, greedy = verify_graph(student, model_path, prompts, atol=config.atol,
+        checks, greedy = verify_graph(student, model_path, prompts, rtol=config.rtol, atol=config.atol,
                                       max_new_tokens=config.max_new_tokens, decode_steps=config.decode_steps,
                                       threads=config.threads)
         fp32 = fp32_metrics(model_path, checks, prompts[0], threads=config.threads)
@@ -153,8 +158,9 @@ def summary(report: dict[str, Any], out: Path) -> str:
         f"ONNX export of {model['source']} ({model['num_parameters'] / 1e6:.2f}M params) with the "
         f"{report['exporter']} exporter, opset {report['opset']} -> {out / MODEL_FILE} "
         f"({fp32['size_bytes'] / 1e6:.2f} MB, {fp32['ms_per_token']:.2f} ms/token)",
-        f"fp32 vs PyTorch: max abs {checks['max_abs_error']:.2e} (atol {checks['atol']:.0e}), "
-        f"max rel {checks['max_rel_error']:.2e}, cache max abs {checks['max_abs_error_present']:.2e}, "
+        f"fp32 vs PyTorch: max rel {checks['max_rel_error']:.2e} (rtol {checks['rtol']:.0e}), "
+        f"max abs {checks['max_abs_error']:.2e}{_atol_text(checks)}, cache max rel "
+        f"{checks['max_rel_error_present']:.2e}, "
         f"{checks['decode_steps_checked']} cached steps; greedy tokens "
         f"{'identical' if checks['greedy_tokens_identical'] else 'DIFFER'} ({checks['greedy_runs']} runs x "
         f"{checks['greedy_new_tokens']} tokens): {'PASS' if report['passed'] else 'FAIL'}",
@@ -169,7 +175,12 @@ def summary(report: dict[str, Any], out: Path) -> str:
                  f"quantize {t['quantize']:.1f} s, total {t['total']:.1f} s")
     for mismatch in checks["greedy_mismatches"]:
         lines.append(f"greedy mismatch: {mismatch}")
+    lines.extend(f"failed: {failure}" for failure in checks["failures"])
     return "\n".join(lines)
+
+
+def _atol_text(checks: dict[str, Any]) -> str:
+    return "" if checks["atol"] is None else f" (atol {checks['atol']:.0e})"
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -193,8 +204,12 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--prompts", type=Path, default=None,
                         help="text file, one prompt per line, for the greedy check "
                              "(default: built-in prompts)")
-    parser.add_argument("--atol", type=float, default=1e-4,
-                        help="max abs error of fp32 logits and caches vs PyTorch (default 1e-4)")
+    parser.add_argument("--rtol", type=float, default=FP32_REL_TOLERANCE,
+                        help="max relative error of fp32 logits and caches vs PyTorch, max|Δ| / max|ref| "
+                             f"(default {FP32_REL_TOLERANCE:g})")
+    parser.add_argument("--atol", type=float, default=None,
+                        help="optional extra bound on the max abs error of logits and caches (default: none; "
+                             "the check is relative, --rtol)")
     parser.add_argument("--decode-steps", type=int, default=4,
                         help="cached single-token steps checked after each prefill (default 4)")
     parser.add_argument("--threads", type=int, default=None,
@@ -208,8 +223,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         config = OnnxExportConfig(
             student_dir=args.student_dir, out=args.out, exporter=args.exporter, opset=args.opset,
-            quantize=args.quantize, max_new_tokens=args.max_new_tokens, prompts=args.prompts, atol=args.atol,
-            decode_steps=args.decode_steps, threads=args.threads,
+            quantize=args.quantize, max_new_tokens=args.max_new_tokens, prompts=args.prompts, rtol=args.rtol,
+            atol=args.atol, decode_steps=args.decode_steps, threads=args.threads,
         )
         report = export_onnx(config)
     except (ArtifactError, ConfigError, ValueError, FileNotFoundError) as exc:

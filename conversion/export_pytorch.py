@@ -1,7 +1,7 @@
 """Export a student artifact as torch.export programs (``.pt2``) and prove they match eager PyTorch.
 
     python -m conversion.export_pytorch STUDENT_DIR --out DIR [--max-new-tokens 16] [--prompts FILE]
-        [--atol 1e-4] [--decode-steps 4] [--threads N]
+        [--rtol 1e-5] [--atol A] [--decode-steps 4] [--threads N]
 
 DIR receives two programs saved with ``torch.export.save`` (load with ``torch.export.load(path).module()``):
 
@@ -15,9 +15,10 @@ derived dimension). Position ids come from the attention mask inside the program
 :mod:`conversion.onnx_wrapper`. Programs are stored in inference IR (``run_decompositions({})``: functional
 ATen, no training-only ops), which is what downstream consumers of a ``.pt2`` expect. DIR also gets the
 student's config/tokenizer files, ``report.json`` and a sha256 ``manifest.json``; it is written atomically.
-The programs are verified after loading them back: logits and caches within ``--atol`` of the eager student
-on fixed and random left-padded batches over several decode steps, and greedy tokens identical to
-``Student.generate``. Exit code 0 = passed, 1 = failed, 2 = input refused.
+The programs are verified after loading them back: logits and caches within ``--rtol`` of the eager student
+relative to the largest reference magnitude (max|Δ| / max|ref| <= 1e-5 by default,
+:func:`conversion.criteria.fp32_verdict`; ``--atol`` adds an absolute bound) on fixed and random
+left-padded batches over several decode steps, and greedy tokens identical to ``Student.generate``. Exit code 0 = passed, 1 = failed, 2 = input refused.
 """
 
 from __future__ import annotations
@@ -37,6 +38,7 @@ import numpy as np
 import torch
 from torch.export import Dim, ExportedProgram
 
+from conversion.criteria import FP32_REL_TOLERANCE
 from conversion.onnx_wrapper import (
     ATTENTION_MASK,
     BATCH,
@@ -222,7 +224,7 @@ def export_pytorch(config: PytorchExportConfig) -> dict[str, Any]:
             loaded_prefill = torch.export.load(str(tmp / PREFILL_FILE))
             loaded_decode = torch.export.load(str(tmp / DECODE_FILE))
         checks, greedy = verify_step(student, program_step(loaded_prefill, loaded_decode), prompts,
-                                     atol=config.atol, max_new_tokens=config.max_new_tokens,
+                                     rtol=config.rtol, atol=config.atol, max_new_tokens=config.max_new_tokens,
                                      decode_steps=config.decode_steps, chunk=0)
         timings["verify"] = time.perf_counter() - t0
         timings["total"] = time.perf_counter() - start
@@ -258,14 +260,17 @@ def summary(report: dict[str, Any], out: Path) -> str:
     sizes = ", ".join(f"{p['file']} {p['size_bytes'] / 1e6:.2f} MB" for p in report["programs"].values())
     return "\n".join([
         f"torch.export of {model['source']} ({model['num_parameters'] / 1e6:.2f}M params) -> {out}: {sizes}",
-        f"loaded programs vs eager: max abs {checks['max_abs_error']:.2e} (atol {checks['atol']:.0e}), "
-        f"cache max abs {checks['max_abs_error_present']:.2e}, "
+        f"loaded programs vs eager: max rel {checks['max_rel_error']:.2e} (rtol {checks['rtol']:.0e}), "
+        f"max abs {checks['max_abs_error']:.2e}"
+        f"{'' if checks['atol'] is None else ' (atol {:.0e})'.format(checks['atol'])}, "
+        f"cache max rel {checks['max_rel_error_present']:.2e}, "
         f"{checks['decode_steps_checked']} decode steps; "
         f"greedy tokens {'identical' if checks['greedy_tokens_identical'] else 'DIFFER'} "
         f"({checks['greedy_runs']} runs x {checks['greedy_new_tokens']} tokens): "
         f"{'PASS' if report['passed'] else 'FAIL'}",
         f"time: export {t['export']:.1f} s, verify {t['verify']:.1f} s, total {t['total']:.1f} s",
         *(f"greedy mismatch: {m}" for m in checks["greedy_mismatches"]),
+        *(f"failed: {f}" for f in checks["failures"]),
     ])
 
 
@@ -283,8 +288,12 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--prompts", type=Path, default=None,
                         help="text file, one prompt per line, for the greedy check "
                              "(default: built-in prompts)")
-    parser.add_argument("--atol", type=float, default=1e-4,
-                        help="max abs error of logits and caches vs eager PyTorch (default 1e-4)")
+    parser.add_argument("--rtol", type=float, default=FP32_REL_TOLERANCE,
+                        help="max relative error of logits and caches vs eager PyTorch, max|Δ| / max|ref| "
+                             f"(default {FP32_REL_TOLERANCE:g})")
+    parser.add_argument("--atol", type=float, default=None,
+                        help="optional extra bound on the max abs error of logits and caches (default: none; "
+                             "the check is relative, --rtol)")
     parser.add_argument("--decode-steps", type=int, default=4,
                         help="decode steps checked after each prefill (default 4)")
     parser.add_argument("--threads", type=int, default=None,
@@ -297,7 +306,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         config = PytorchExportConfig(
             student_dir=args.student_dir, out=args.out, max_new_tokens=args.max_new_tokens,
-            prompts=args.prompts, atol=args.atol, decode_steps=args.decode_steps, threads=args.threads,
+            prompts=args.prompts, rtol=args.rtol, atol=args.atol, decode_steps=args.decode_steps, threads=args.threads,
         )
         report = export_pytorch(config)
     except (ArtifactError, ConfigError, ValueError, FileNotFoundError) as exc:

@@ -25,6 +25,7 @@ from coremltools.converters.mil.mil.operation import Operation
 from coremltools.converters.mil.mil.types.type_mapping import nptype_from_builtin
 from coremltools.converters.mil.mil.var import Var
 
+from conversion.criteria import kl_divergences, relative_error
 from conversion.mil_kernels import OutputType, UnsupportedOpError, evaluate_op, output_types
 
 
@@ -345,14 +346,29 @@ class DecodeSession:
 
 class ExecutorRunner(LanguageModelRunner):
     """Runs a saved package with the numpy reference executor (any platform). ``program`` overrides the
-    package's program (e.g. an edited copy); the package still supplies the input descriptions."""
+    package's program (e.g. an edited copy); the package still supplies the input descriptions.
 
-    def __init__(self, package: str | Path, pad_id: int, program: Program | None = None) -> None:
+    ``decode_package`` (a package whose default function is a stateful decode, e.g. the same decoder
+    converted with a shorter cache for verification) replaces the package's own decode function:
+    prefill runs from ``package``, decode and the cache length come from ``decode_package``.
+    """
+
+    def __init__(self, package: str | Path, pad_id: int, program: Program | None = None,
+                 decode_package: str | Path | None = None) -> None:
         spec = ct.models.MLModel(str(package), skip_model_load=True).get_spec()
         super().__init__(spec, pad_id)
         program = load_program(package) if program is None else program
         self.prefill_fn = MilFunction(program, self.prefill_name)
-        self.decode_fn = MilFunction(program, self.decode_name) if self.decode_name else None
+        if decode_package is not None:
+            decode_spec = ct.models.MLModel(str(decode_package), skip_model_load=True).get_spec()
+            names = {f.name for f in decode_spec.description.functions}
+            name = DECODE_FUNCTION if DECODE_FUNCTION in names else "main"
+            self.decode_name = name
+            self.decode_lengths = input_shape_choices(decode_spec, name, "input_ids", 1)
+            self.cache_len = input_shape_choices(decode_spec, name, "mask", 1).high
+            self.decode_fn: MilFunction | None = MilFunction(load_program(decode_package), name)
+        else:
+            self.decode_fn = MilFunction(program, self.decode_name) if self.decode_name else None
 
     def _call_prefill(self, input_ids: np.ndarray, mask: np.ndarray) -> np.ndarray:
         return self.prefill_fn({"input_ids": input_ids, "mask": mask})["logits"]
@@ -398,9 +414,9 @@ Reference = Callable[[list[int]], np.ndarray]
 
 
 def rel_error(candidate: np.ndarray, reference: np.ndarray) -> float:
-    """max |candidate - reference| / max |reference| (one number for the whole tensor)."""
-    scale = float(np.abs(reference).max())
-    return float(np.abs(candidate.astype(np.float64) - reference).max()) / (scale if scale > 0 else 1.0)
+    """max |candidate - reference| / max |reference| (one number for the whole tensor;
+    :func:`conversion.criteria.relative_error`)."""
+    return relative_error(candidate, reference)
 
 
 def greedy_reference(reference: Reference, prompt: list[int], max_new_tokens: int, eos_id: int) -> list[int]:
@@ -434,7 +450,9 @@ class Verification:
     ``greedy_tokens_identical`` is strict. ``greedy_divergences`` describes each prompt's first differing
     token: the reference's margin between its token and the program's, and whether that margin is a
     near tie (within twice the logits tolerance, where fp16 cannot decide the argmax);
-    ``greedy_consistent`` holds when every divergence is a near tie.
+    ``greedy_consistent`` holds when every divergence is a near tie. ``prefill_kl_per_token`` and
+    ``decode_kl_per_token`` are the mean KL(reference || program) in nats over every compared position
+    (:func:`conversion.criteria.kl_per_token`); ``kl_per_token`` is the larger.
     """
 
     prefill_rel_error: float
@@ -443,6 +461,12 @@ class Verification:
     prompts_checked: int
     greedy: list[dict[str, list[int]]]
     greedy_divergences: list[dict[str, Any]]
+    prefill_kl_per_token: float = 0.0
+    decode_kl_per_token: float | None = None
+
+    @property
+    def kl_per_token(self) -> float:
+        return max(self.prefill_kl_per_token, self.decode_kl_per_token or 0.0)
 
     @property
     def greedy_consistent(self) -> bool:
@@ -476,6 +500,8 @@ def verify_runner(runner: LanguageModelRunner, reference: Reference, prompts: li
     reference's greedy continuation) and greedy tokens, all against ``reference``. ``tolerance`` is the
     relative logits tolerance, used to tell near ties from real greedy divergences."""
     prefill_err, decode_err = 0.0, None if not runner.stateful else 0.0
+    prefill_kl: list[np.ndarray] = []
+    decode_kl: list[np.ndarray] = []
     records: list[dict[str, list[int]]] = []
     divergences: list[dict[str, Any]] = []
     for index, raw in enumerate(prompts):
@@ -483,15 +509,26 @@ def verify_runner(runner: LanguageModelRunner, reference: Reference, prompts: li
         expected = greedy_reference(reference, prompt, new, eos_id)
         sequence = prompt + expected[:-1] if expected else prompt
         ref_logits = reference(sequence)
-        prefill_err = max(prefill_err, rel_error(runner.prefill(sequence), ref_logits))
+        prefilled = runner.prefill(sequence)
+        prefill_err = max(prefill_err, rel_error(prefilled, ref_logits))
+        prefill_kl.append(kl_divergences(ref_logits, prefilled))
         if runner.stateful:
             session = runner.decode_session()
-            stepped = [session.feed(prompt)] + [session.feed([t]) for t in sequence[len(prompt):]]
-            decode_err = max(decode_err or 0.0, rel_error(np.concatenate(stepped), ref_logits))
+            stepped = np.concatenate([session.feed(prompt)] + [session.feed([t]) for t in sequence[len(prompt):]])
+            decode_err = max(decode_err or 0.0, rel_error(stepped, ref_logits))
+            decode_kl.append(kl_divergences(ref_logits, stepped))
         got = greedy_candidate(runner, prompt, new, eos_id)
         records.append({"prompt": prompt, "reference": expected, "coreml": got})
         divergence = first_divergence(reference, prompt, expected, got, tolerance)
         if divergence is not None:
             divergences.append({"prompt": index, **divergence})
     identical = not divergences
-    return Verification(prefill_err, decode_err, identical, len(prompts), records, divergences)
+    return Verification(prefill_err, decode_err, identical, len(prompts), records, divergences,
+                        prefill_kl_per_token=_mean(prefill_kl),
+                        decode_kl_per_token=_mean(decode_kl) if runner.stateful else None)
+
+
+def _mean(parts: list[np.ndarray]) -> float:
+    """Mean over every element of the arrays (0.0 when there are none)."""
+    values = np.concatenate([p.reshape(-1) for p in parts]) if parts else np.zeros(0)
+    return float(values.mean()) if values.size else 0.0

@@ -12,6 +12,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+from conversion.criteria import FP32_REL_TOLERANCE
 from conversion.onnx_graph import graph_size_bytes
 from conversion.onnx_session import OnnxCausalLM
 from conversion.verify_common import (
@@ -26,13 +27,14 @@ from training.model import Student
 TIMING_TOKENS = 32
 
 
-def verify_graph(student: Student, path: Path, prompts: Sequence[Sequence[int]], *, atol: float,
-                 max_new_tokens: int, decode_steps: int = 4,
-                 threads: int | None = None) -> tuple[CheckResult, GreedyResult]:
+def verify_graph(student: Student, path: Path, prompts: Sequence[Sequence[int]], *,
+                 rtol: float = FP32_REL_TOLERANCE, atol: float | None = None, max_new_tokens: int,
+                 decode_steps: int = 4, threads: int | None = None) -> tuple[CheckResult, GreedyResult]:
     """Run every fp32 check of :func:`conversion.verify_common.verify_step` on the graph at ``path``
-    (``threads``: onnxruntime intra-op threads, None = its default)."""
+    (relative errors within ``rtol``, greedy tokens identical, max abs errors within ``atol`` when
+    given; ``threads``: onnxruntime intra-op threads, None = its default)."""
     runner = OnnxCausalLM(path, threads=threads)
-    return verify_step(student, runner.step, prompts, atol=atol, max_new_tokens=max_new_tokens,
+    return verify_step(student, runner.step, prompts, rtol=rtol, atol=atol, max_new_tokens=max_new_tokens,
                        decode_steps=decode_steps)
 
 

@@ -23,6 +23,7 @@ import numpy as np
 import torch
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from conversion.criteria import FP32_REL_TOLERANCE, fp32_verdict, relative_error
 from training.generation import left_pad
 from training.model import Student
 from training.tokenizer import TOKENIZER_FILE, DistilleryTokenizer
@@ -37,7 +38,8 @@ class ExportSourceConfig(BaseModel):
     out: Path
     max_new_tokens: int = Field(16, ge=1, le=1024)
     prompts: Path | None = None
-    atol: float = Field(1e-4, gt=0)
+    rtol: float = Field(FP32_REL_TOLERANCE, gt=0)
+    atol: float | None = Field(None, gt=0)
     decode_steps: int = Field(4, ge=1, le=256)
     threads: int | None = Field(None, ge=1)
 
@@ -125,12 +127,15 @@ class ErrorStats:
     """Running comparison of a candidate against the reference.
 
     max_rel_error is ``max|got - ref| / max|ref|`` per compared tensor (relative to the largest reference
-    magnitude, so near-zero logits do not dominate); argmax agreement counts real (unpadded) positions.
+    magnitude, so near-zero logits do not dominate; :func:`conversion.criteria.relative_error`), the
+    largest over all compared tensors; max_rel_error_present the same for each present (cache) tensor.
+    Argmax agreement counts real (unpadded) positions.
     """
 
     max_abs_error: float = 0.0
     max_rel_error: float = 0.0
     max_abs_error_present: float = 0.0
+    max_rel_error_present: float = 0.0
     argmax_agree: int = 0
     argmax_total: int = 0
     cached_steps: int = 0
@@ -141,9 +146,8 @@ class ErrorStats:
         if ref.shape != got.shape:
             raise ValueError(f"logits shape {got.shape} differs from the reference {ref.shape}")
         diff = float(np.abs(got.astype(np.float64) - ref).max())
-        scale = max(float(np.abs(ref).max()), 1e-12)
         self.max_abs_error = max(self.max_abs_error, diff)
-        self.max_rel_error = max(self.max_rel_error, diff / scale)
+        self.max_rel_error = max(self.max_rel_error, relative_error(got, ref))
         agree = ref.argmax(-1) == got.argmax(-1)
         self.argmax_agree += int(agree[real].sum())
         self.argmax_total += int(real.sum())
@@ -155,6 +159,7 @@ class ErrorStats:
             self.max_abs_error_present = max(
                 self.max_abs_error_present, float(np.abs(g.astype(np.float64) - r).max())
             )
+            self.max_rel_error_present = max(self.max_rel_error_present, relative_error(g, r))
 
     @property
     def argmax_agreement(self) -> float:
@@ -260,9 +265,11 @@ def check_greedy(student: Student, candidate: StepFn, prompts: Sequence[Sequence
 # ---- the fp32 verdict -------------------------------------------------------------------------------
 @dataclass
 class CheckResult:
-    """What report.json holds under ``checks``."""
+    """What report.json holds under ``checks``. ``rtol`` is the relative criterion (max|Δ| / max|ref| of
+    logits and of each cache tensor), ``atol`` an optional extra bound on max abs errors (None = off);
+    ``failures`` says which criterion failed."""
 
-    atol: float
+    atol: float | None
     max_abs_error: float
     max_rel_error: float
     max_abs_error_present: float
@@ -274,25 +281,43 @@ class CheckResult:
     greedy_new_tokens: int
     greedy_mismatches: list[str]
     passed: bool
+    rtol: float = FP32_REL_TOLERANCE
+    max_rel_error_present: float = 0.0
+    criterion: str = ""
+    failures: list[str] = field(default_factory=list)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
 
 
-def verify_step(student: Student, candidate: StepFn, prompts: Sequence[Sequence[int]], *, atol: float,
-                max_new_tokens: int, decode_steps: int = 4, chunk: int = 3,
-                seed: int = 0) -> tuple[CheckResult, GreedyResult]:
-    """Full check of an exported backend: logits and present errors (prefill, cached chunk, decode steps)
-    within ``atol`` and greedy tokens identical to the eager student."""
+FP32_CRITERION = ("max|got - ref| / max|ref| of logits and of each cache tensor <= rtol (fp32), and greedy "
+                  "tokens identical to Student.generate")
+
+
+def verify_step(student: Student, candidate: StepFn, prompts: Sequence[Sequence[int]], *,
+                rtol: float = FP32_REL_TOLERANCE, atol: float | None = None, max_new_tokens: int,
+                decode_steps: int = 4, chunk: int = 3, seed: int = 0) -> tuple[CheckResult, GreedyResult]:
+    """Full check of an exported fp32 backend (:func:`conversion.criteria.fp32_verdict`): relative
+    logits and present errors (prefill, cached chunk, decode steps) within ``rtol``, greedy tokens
+    identical to the eager student, and, when ``atol`` is given, max abs errors within ``atol`` too."""
     stats, batches = measure_errors(student, candidate, decode_steps=decode_steps, chunk=chunk, seed=seed)
     greedy = check_greedy(student, candidate, prompts, max_new_tokens)
-    passed = stats.max_abs_error <= atol and stats.max_abs_error_present <= atol and greedy.identical
+    verdict = fp32_verdict({"max_rel_error": stats.max_rel_error,
+                            "max_rel_error_present": stats.max_rel_error_present},
+                           greedy.identical, tolerance=rtol)
+    failures = list(verdict.failures)
+    if atol is not None:
+        for name, value in (("max_abs_error", stats.max_abs_error),
+                            ("max_abs_error_present", stats.max_abs_error_present)):
+            if not value <= atol:
+                failures.append(f"{name} {value:.3g} exceeds the absolute bound {atol:.3g} (--atol)")
     result = CheckResult(
         atol=atol, max_abs_error=stats.max_abs_error, max_rel_error=stats.max_rel_error,
         max_abs_error_present=stats.max_abs_error_present, argmax_agreement=stats.argmax_agreement,
         decode_steps_checked=stats.cached_steps, batches=batches, greedy_tokens_identical=greedy.identical,
         greedy_runs=greedy.runs, greedy_new_tokens=max_new_tokens, greedy_mismatches=greedy.mismatches[:3],
-        passed=passed,
+        passed=not failures, rtol=rtol, max_rel_error_present=stats.max_rel_error_present,
+        criterion=FP32_CRITERION + ("" if atol is None else "; max abs errors <= atol"), failures=failures,
     )
     return result, greedy
 

@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import copy
 from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 
 from conversion.verify_common import (
     ErrorStats,
+    StepFn,
     check_greedy,
     check_output_dir,
     copy_companion_files,
@@ -19,6 +22,7 @@ from conversion.verify_common import (
     measure_errors,
     reference_batches,
     resolve_prompts,
+    verify_step,
 )
 from training.model import Student
 
@@ -139,3 +143,33 @@ def test_resolve_prompts_with_and_without_tokenizer(tiny_artifact: Path, tmp_pat
         "prompt": None, "prompt_ids": without.ids[0], "token_ids": [1], "completion": None}
     with pytest.raises(ValueError, match="needs a tokenizer"):
         resolve_prompts(bare, prompts_file, vocab_size=320)
+
+
+def _scaled(step: StepFn, factor: float) -> StepFn:
+    """``step`` with logits multiplied by ``factor`` (caches unchanged)."""
+
+    def run(ids: np.ndarray, mask: np.ndarray,
+            past: list[np.ndarray] | None) -> tuple[np.ndarray, list[np.ndarray]]:
+        logits, cache = step(ids, mask, past)
+        return logits * np.float32(factor), cache
+
+    return run
+
+
+@pytest.mark.parametrize(("factor", "passed"), [(1 + 3e-6, True), (1 + 5e-5, False)])
+def test_verify_step_is_relative_to_the_logit_scale(tiny_student: Student, factor: float, passed: bool) -> None:
+    """A student with logits in the hundreds: an fp32-round-off-sized relative error passes even though its
+    absolute error is above the old 1e-4 rule; a 5e-5 relative error fails."""
+    big = copy.deepcopy(tiny_student)
+    with torch.no_grad():
+        big.model.norm.weight.mul_(1000.0)  # logits x1000, same tokens
+    checks, _ = verify_step(big, _scaled(eager_step(big), factor), [[5, 6, 7]], max_new_tokens=3,
+                            decode_steps=1, chunk=0)
+    assert checks.max_abs_error > 1e-4  # the old absolute rule failed both
+    assert checks.passed is passed and checks.greedy_tokens_identical
+    assert checks.rtol == 1e-5 and checks.atol is None
+    assert checks.max_rel_error == pytest.approx(factor - 1, rel=0.05)
+    assert checks.failures == ([] if passed else [f"max_rel_error {checks.max_rel_error:.3g} exceeds the tolerance 1e-05"])
+    with_atol, _ = verify_step(big, _scaled(eager_step(big), factor), [[5, 6, 7]], atol=1e-4, max_new_tokens=3,
+                               decode_steps=1, chunk=0)
+    assert not with_atol.passed and "absolute bound" in with_atol.failures[-1]  # --atol still bounds when asked
