@@ -49,6 +49,28 @@ class StudentShape(_Strict):
     rope_theta: float = Field(10000.0, gt=0)
 
 
+class StudentInitSection(_Strict):
+    """Start the student from a subset of a teacher's decoder layers (:mod:`training.student_init`).
+
+    The student copies the teacher's embeddings, the chosen layers (in order), the final norm and the head, so
+    its shape is the teacher's with fewer layers; ``student`` shape keys that contradict it are an error.
+    """
+
+    from_teacher: str | bool = Field(
+        description="a Distillery artifact or Hugging Face Llama directory; true: teacher.path "
+                    "(teacher.kind checkpoint or hf)")
+    layers: list[int] | None = Field(None, description="teacher layer indices to keep, strictly increasing")
+    every_k: int | None = Field(None, gt=0, description="keep layers 0, k, 2k, ... and always the last layer")
+
+    @model_validator(mode="after")
+    def _one_choice(self) -> StudentInitSection:
+        if (self.layers is None) == (self.every_k is None):
+            raise ValueError("give exactly one of student_init.layers and student_init.every_k")
+        if self.from_teacher is False or self.from_teacher == "":
+            raise ValueError("student_init.from_teacher must be a directory or true (the teacher's path)")
+        return self
+
+
 class DataSection(_Strict):
     """Training and validation files (JSONL or Parquet) and how they are batched."""
 
@@ -150,6 +172,23 @@ class LossSection(_Strict):
     label_smoothing: float = Field(0.0, ge=0, lt=1)
     chunked: bool = Field(False, description="chunked KD+CE from hidden states; forward_kl only")
     chunk_size: int = Field(1024, gt=0)
+    hidden_weight: float = Field(0.0, ge=0, description="weight of the intermediate-layer (hidden-state) loss")
+    hidden_kind: Literal["mse", "cosine"] = Field("mse", description="hidden-state loss per token")
+    hidden_layer_map: list[tuple[int, int]] | None = Field(
+        None, description="[[student_layer, teacher_layer], ...] (0-based decoder layer outputs); default: "
+                          "student layer i <-> teacher layer student_init's layers[i], else spread evenly")
+
+    @model_validator(mode="after")
+    def _hidden_layer_map(self) -> LossSection:
+        if self.hidden_layer_map is not None:
+            if not self.hidden_layer_map:
+                raise ValueError("loss.hidden_layer_map is empty; leave it out for the default map")
+            if any(s < 0 or t < 0 for s, t in self.hidden_layer_map):
+                raise ValueError(f"loss.hidden_layer_map has a negative layer: {self.hidden_layer_map}")
+            students = [s for s, _ in self.hidden_layer_map]
+            if len(set(students)) != len(students):
+                raise ValueError(f"loss.hidden_layer_map maps a student layer twice: {self.hidden_layer_map}")
+        return self
 
     @model_validator(mode="after")
     def _chunked_supports(self) -> LossSection:
@@ -196,6 +235,8 @@ class KDConfig(_Strict):
     task: str | None = Field(None, description="bundled task name, for task accuracy at evaluation")
     student: StudentShape = StudentShape()
     init_from: str | None = Field(None, description="start the student from this artifact instead of scratch")
+    student_init: StudentInitSection | None = Field(
+        None, description="start the student from a subset of a teacher's layers (None: scratch or init_from)")
     teacher: TeacherSection | None = None
     data: DataSection
     loss: LossSection = LossSection()
@@ -209,6 +250,28 @@ class KDConfig(_Strict):
     progress: bool = True
     tensorboard: bool = True
     card: dict[str, Any] = {}
+
+    @model_validator(mode="after")
+    def _student_init_fits(self) -> KDConfig:
+        init = self.student_init
+        if init is not None:
+            if self.init_from:
+                raise ValueError("student_init and init_from both say where the student starts; keep one")
+            if init.from_teacher is True and (self.teacher is None or self.teacher.kind not in ("checkpoint", "hf")):
+                raise ValueError("student_init.from_teacher=true copies teacher.path, which needs teacher.kind "
+                                 "checkpoint or hf; name the directory instead")
+        if self.loss.hidden_weight > 0 and self.teacher is None:
+            raise ValueError("loss.hidden_weight > 0 needs a teacher (kind=checkpoint) to match hidden states with")
+        return self
+
+    def student_init_path(self) -> str | None:
+        """The directory ``student_init`` copies from (``from_teacher`` true: ``teacher.path``), or None."""
+        if self.student_init is None:
+            return None
+        if self.student_init.from_teacher is True:
+            assert self.teacher is not None
+            return self.teacher.path
+        return str(self.student_init.from_teacher)
 
     @field_validator("card")
     @classmethod
