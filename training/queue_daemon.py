@@ -24,6 +24,7 @@ import fcntl
 import gc
 import os
 import signal
+import stat
 import sys
 import time
 from collections import Counter
@@ -213,16 +214,35 @@ class QueueDaemon:
         """Validate settled inbox files and move each to its priority directory or to ``failed/``."""
         now = time.time()
         for path in sorted(self.layout.inbox.iterdir()):
-            if path.name.startswith(".") or not path.is_file():
+            try:
+                info = path.lstat()  # the entry itself: a symbolic link is never followed
+            except FileNotFoundError:  # gone since the listing (the sidecar of a file refused just now)
+                continue
+            if path.name.startswith(".") or stat.S_ISDIR(info.st_mode):
                 continue
             if path.name.endswith(SIDECAR_SUFFIX):
                 data = path.with_name(path.name[:-len(SIDECAR_SUFFIX)])
-                if not data.exists() and now - path.stat().st_mtime > ORPHAN_SIDECAR_SECONDS:
+                if (not data.exists() and not data.is_symlink()
+                        and now - info.st_mtime > ORPHAN_SIDECAR_SECONDS):
                     path.unlink(missing_ok=True)
+                continue
+            if stat.S_ISLNK(info.st_mode):  # its target may be any file the daemon can read
+                self._refuse_symlink(path)
+                continue
+            if not path.is_file():
                 continue
             if now - path.stat().st_mtime < self.options.settle_seconds:
                 continue
             self._admit(path)
+
+    def _refuse_symlink(self, path: Path) -> None:
+        """Move a symbolic link (the link, not its target, which is never read) to ``failed/``."""
+        name = f"{self.journal.next_seq:06d}-{path.name}"
+        self.journal.next_seq += 1
+        self._save()
+        self._refuse(path, name, "admission", "SymlinkRefused",
+                     f"{path.name} is a symbolic link; the queue takes regular files only and does not read link "
+                     "targets: copy the data in with `python -m training.queue submit QUEUE_DIR FILE`")
 
     def _admit(self, path: Path) -> None:
         name = f"{self.journal.next_seq:06d}-{path.name}"

@@ -2,7 +2,8 @@
 
 ``QUEUE_DIR`` holds::
 
-    inbox/            data files dropped or submitted here (write elsewhere, then rename in)
+    inbox/            data files dropped or submitted here (write elsewhere, then rename in);
+                      symbolic links are moved to failed/ unread
     high/ normal/ low/  validated files waiting, named SEQ-NAME (SEQ orders them within a priority)
     active/           the one file being trained
     done/             trained files (+ NAME.result.json)
@@ -104,10 +105,12 @@ class QueueLayout:
 
 
 def is_data_file(path: Path) -> bool:
-    """A regular, non-hidden file with a data extension. Temporary files (``.name``) and the queue's own
-    sidecars (``*.reason.json``, ``*.result.json``: reserved names) are not."""
+    """A regular, non-hidden file with a data extension. Temporary files (``.name``), symbolic links (their
+    targets are never read) and the queue's own sidecars (``*.reason.json``, ``*.result.json``: reserved
+    names) are not."""
     name = path.name
-    return (path.is_file() and not name.startswith(".") and path.suffix.lower() in DATA_SUFFIXES
+    return (path.is_file() and not path.is_symlink() and not name.startswith(".")
+            and path.suffix.lower() in DATA_SUFFIXES
             and not name.endswith((REASON_SUFFIX, RESULT_SUFFIX)))
 
 
@@ -136,6 +139,8 @@ def read_sidecar_priority(path: Path) -> Priority | None:
         ValueError: when the sidecar holds anything but high/normal/low.
     """
     sidecar = sidecar_of(path)
+    if sidecar.is_symlink():
+        raise ValueError(f"{sidecar} is a symbolic link; write the priority into a regular file")
     if not sidecar.is_file():
         return None
     text = sidecar.read_text(encoding="utf-8").strip().lower()

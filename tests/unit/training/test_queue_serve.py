@@ -224,3 +224,23 @@ def test_cli_submit_status_and_serve_errors(tmp_path: Path, base: Path,
     with pytest.raises(SystemExit) as exc:
         queue_cli.main(["--help"])
     assert exc.value.code == 0
+
+
+def test_a_symlink_in_the_inbox_goes_to_failed_without_reading_its_target(tmp_path: Path, base: Path) -> None:
+    queue = tmp_path / "q"
+    QueueLayout(queue).ensure()
+    secret = tmp_path / "secret.jsonl"
+    secret.write_text("password=hunter2\n" * 8)
+    (queue / "inbox" / "link.jsonl").symlink_to(secret)
+    (queue / "inbox" / "dangling.jsonl").symlink_to(tmp_path / "gone.jsonl")
+    summary = _daemon(queue, base).serve()
+    assert summary["failed"] == 2 and summary["done"] == 0
+    assert _names(queue / "inbox") == []
+    links = [p for p in (queue / "failed").iterdir() if not p.name.endswith(".reason.json")]
+    assert len(links) == 2 and all(p.is_symlink() for p in links)  # the links moved, not copies
+    reasons = [json.loads(p.read_text()) for p in (queue / "failed").glob("*.reason.json")]
+    assert {r["error_type"] for r in reasons} == {"SymlinkRefused"} and {r["stage"] for r in reasons} == {"admission"}
+    for path in queue.rglob("*"):
+        if path.is_file() and not path.is_symlink():
+            assert "hunter2" not in path.read_text(errors="replace"), path
+    assert secret.read_text() == "password=hunter2\n" * 8
