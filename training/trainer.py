@@ -46,7 +46,7 @@ from training.distributed import (
 )
 from training.evaluation import evaluate_loss, evaluate_task
 from training.kd_config import KDConfig
-from training.losses import cross_entropy, kd_divergence, sparse_topk_kl
+from training.losses import HiddenProjector, cross_entropy, hidden_state_loss, kd_divergence, sparse_topk_kl
 from training.model import Student
 from training.model_config import ModelConfig
 from training.schedule import warmup_cosine
@@ -54,7 +54,7 @@ from training.teachers import TeacherTargets, build_teacher, ensure_same_vocabul
 from training.tokenizer import DistilleryTokenizer
 
 # Keys that must not change when a run resumes: a different value would silently train another model.
-LOCKED_KEYS = ("student", "init_from", "tokenizer", "teacher", "data.max_length", "seed", "optim.max_steps",
+LOCKED_KEYS = ("student", "init_from", "student_init", "tokenizer", "teacher", "data.max_length", "seed", "optim.max_steps",
                "optim.grad_accum", "data.batch_size", "data.batching")
 
 
@@ -219,9 +219,11 @@ class KDTrainer:
         if cfg.loss.chunked and self.teacher is not None and not hasattr(self.teacher, "final_hidden"):
             raise ValueError(f"loss.chunked=true needs a teacher with hidden states (kind=checkpoint), not "
                              f"kind={cfg.teacher.kind if cfg.teacher else None}")
+        self.init_layers: list[int] | None = None  # teacher layers the student was copied from (student_init)
         self.student = self._build_student()
         if self.teacher is not None:
             ensure_same_vocabulary(self.teacher, self.tokenizer, self.student.config.vocab_size)
+        self.hidden_projector = self._build_hidden_projector()
         self.optimizer = build_optimizer(self.student, cfg)
         self.dist = init_distributed()
         self.stream = TrainStream(cfg, self.tokenizer, self.dist.rank, self.dist.world_size)
@@ -242,12 +244,64 @@ class KDTrainer:
     def _build_student(self) -> Student:
         if self.cfg.init_from:
             return Student.from_pretrained(self.cfg.init_from).train()
+        init = self.cfg.student_init
+        if init is not None:
+            from training.student_init import build_student_from_teacher
+
+            shape = self.cfg.student
+            student, self.init_layers = build_student_from_teacher(
+                str(self.cfg.student_init_path()), init.layers, init.every_k,
+                shape.model_dump(include=shape.model_fields_set))
+            if self.tokenizer.vocab_size > student.config.vocab_size:
+                raise ValueError(f"student_init: the tokenizer has {self.tokenizer.vocab_size} ids but the teacher's "
+                                 f"vocab_size is {student.config.vocab_size}; use the teacher's tokenizer")
+            return student
         vocab = self.teacher.vocab_size if self.teacher is not None else self.tokenizer.vocab_size
         shape = self.cfg.student
         config = ModelConfig(vocab_size=vocab, **shape.model_dump(),
                              bos_token_id=self.tokenizer.bos_id, eos_token_id=self.tokenizer.eos_id,
                              pad_token_id=self.tokenizer.pad_id)
         return Student(config).train()
+
+    def _build_hidden_projector(self) -> HiddenProjector | None:
+        """The projector of the hidden-state loss (``loss.hidden_weight > 0``), or None when the term is off.
+
+        Only equal student and teacher widths are supported (identity projector, no parameters): a learned
+        projection would have to be saved in checkpoints next to the student.
+        """
+        from training.student_init import hidden_layer_map
+
+        if self.cfg.loss.hidden_weight <= 0 or self.teacher is None:
+            return None
+        t_config = getattr(getattr(self.teacher, "model", None), "config", None)
+        if not hasattr(self.teacher, "hidden_states") or not isinstance(t_config, ModelConfig):
+            raise ValueError("loss.hidden_weight > 0 needs a teacher with hidden states (teacher.kind=checkpoint), "
+                             f"not kind={self.cfg.teacher.kind if self.cfg.teacher else type(self.teacher).__name__}")
+        s_config = self.student.config
+        if s_config.hidden_size != t_config.hidden_size:
+            raise ValueError(f"loss.hidden_weight > 0 needs student.hidden_size ({s_config.hidden_size}) equal to the "
+                             f"teacher's ({t_config.hidden_size}); learned projections are not supported")
+        layer_map = hidden_layer_map(s_config.num_hidden_layers, t_config.num_hidden_layers,
+                                     self.cfg.loss.hidden_layer_map, self.init_layers)
+        # positions in the hidden-state lists: 0 is the embedding output, layer i's output is i + 1
+        return HiddenProjector(s_config.hidden_size, t_config.hidden_size,
+                               {s + 1: t + 1 for s, t in layer_map.items()})
+
+    def _hidden_term(self, student_hidden: list[Tensor], ids: Tensor, mask: Tensor, unpacked: Unpacked | None,
+                     target: Tensor, normalizer: float) -> Tensor:
+        """Hidden-state loss of one micro-batch (:func:`training.losses.hidden_state_loss` over the mapped
+        layers): student states (L_s + 1 tensors (B, T, H)) against the teacher's, on target tokens, divided by
+        the step's target-token count like every other term."""
+        assert self.hidden_projector is not None and self.teacher is not None
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=self.cfg.bf16):
+            if unpacked is None:
+                t_hidden = self.teacher.hidden_states(ids, mask)
+            else:  # the teacher sees one example a row; its states go back to the packed layout
+                t_hidden = [unpacked.merge(h) for h in self.teacher.hidden_states(unpacked.input_ids,
+                                                                                  unpacked.attention_mask)]
+        return hidden_state_loss([h.float() for h in student_hidden], [h.float() for h in t_hidden],
+                                 self.hidden_projector, kind=self.cfg.loss.hidden_kind, mask=target,
+                                 normalizer=normalizer)
 
     def _teacher_targets(self, ids: Tensor, mask: Tensor, unpacked: Unpacked | None) -> TeacherTargets:
         """Teacher targets for a batch; for packed rows the teacher gets one example a row and its targets
@@ -275,12 +329,14 @@ class KDTrainer:
         target = labels != -100
         autocast = torch.autocast("cpu", dtype=torch.bfloat16, enabled=self.cfg.bf16)
         terms: dict[str, float] = {}
+        want_hidden = self.hidden_projector is not None
         if cfg.chunked:
             from training.chunked_loss import chunked_kd_ce_loss
 
             with autocast:
-                hidden = self.student.run(ids, attention_mask=mask, position_ids=pos, sequence_ids=seq,
-                                          compute_logits=False).last_hidden_state
+                out = self.student.run(ids, attention_mask=mask, position_ids=pos, sequence_ids=seq,
+                                       compute_logits=False, output_hidden_states=want_hidden)
+            hidden = out.last_hidden_state
             h = hidden.float().reshape(-1, hidden.shape[-1])
             if self.teacher is not None:
                 if unpacked is None:
@@ -299,10 +355,17 @@ class KDTrainer:
                 ce_weight=cfg.ce_weight if self.teacher is not None else 1.0,
                 normalizer=normalizer, chunk_size=cfg.chunk_size, label_smoothing=cfg.label_smoothing,
             )
+            if want_hidden:
+                assert out.hidden_states is not None
+                hid = self._hidden_term(out.hidden_states, ids, mask, unpacked, target, normalizer)
+                loss = loss + cfg.hidden_weight * hid
+                terms["hidden"] = float(hid.detach())
             terms["loss"] = float(loss.detach())
             return loss, terms
         with autocast:
-            logits = self.student.run(ids, attention_mask=mask, position_ids=pos, sequence_ids=seq).logits
+            out = self.student.run(ids, attention_mask=mask, position_ids=pos, sequence_ids=seq,
+                                   output_hidden_states=want_hidden)
+        logits = out.logits
         assert logits is not None
         logits = logits.float()
         ce = cross_entropy(logits, labels, label_smoothing=cfg.label_smoothing, normalizer=normalizer)
@@ -326,6 +389,11 @@ class KDTrainer:
                                    temperature=cfg.temperature, normalizer=normalizer, **extra)
             total = total + cfg.kd_weight * kd
             terms["kd"] = float(kd.detach())
+        if want_hidden:
+            assert out.hidden_states is not None
+            hid = self._hidden_term(out.hidden_states, ids, mask, unpacked, target, normalizer)
+            total = total + cfg.hidden_weight * hid
+            terms["hidden"] = float(hid.detach())
         terms["loss"] = float(total.detach())
         return total, terms
 
@@ -449,7 +517,9 @@ class KDTrainer:
             "teacher": self.cfg.teacher.describe() if self.cfg.teacher else "none (trained from scratch)",
             "losses": self.cfg.loss.model_dump(mode="json") if self.teacher is not None else "cross-entropy only",
             "training": {"steps": self.step, "optimizer": self.cfg.optim.model_dump(mode="json"),
-                         "seed": self.cfg.seed},
+                         "seed": self.cfg.seed,
+                         **({"student_init": {"from": self.cfg.student_init_path(), "teacher_layers": self.init_layers}}
+                            if self.init_layers is not None else {})},
             **self.cfg.card,
         }
         return self.student.save_pretrained(directory, tokenizer=self.tokenizer, metrics=metrics, card=card)
