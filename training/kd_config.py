@@ -89,7 +89,7 @@ class DataSection(_Strict):
 
 _TEACHER_FIELDS: dict[str, frozenset[str]] = {
     "checkpoint": frozenset({"path", "dtype"}),
-    "hf": frozenset({"path", "dtype"}),
+    "hf": frozenset({"path", "dtype", "allow_pickle"}),
     "http": frozenset({"url", "model", "tokenizer", "top_k", "token_format", "text_endpoint", "api_key_env",
                        "timeout_s", "max_retries", "backoff_s", "backoff_max_s", "concurrency",
                        "response_cache", "vocab_size"}),
@@ -116,6 +116,8 @@ class TeacherSection(_Strict):
     kind: Literal["checkpoint", "hf", "http", "cache"] = "checkpoint"
     path: str | None = Field(None, description="checkpoint / hf / cache directory")
     dtype: Literal["float32", "bfloat16", "float16"] = Field("float32", description="checkpoint / hf weights")
+    allow_pickle: bool = Field(False, description="hf: also load pickle-format weights (pytorch_model.bin), "
+                                                  "which can run code from the file; safetensors only if false")
     url: str | None = Field(None, description="http: base URL of the OpenAI-compatible API, ending in /v1")
     model: str | None = Field(None, description="http: model name sent with every request")
     tokenizer: str | None = Field(None, description="http: directory with the served model's tokenizer.json")

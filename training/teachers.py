@@ -146,7 +146,8 @@ def build_teacher(section: TeacherSection) -> Teacher:
         from training.teacher_sources.hf import HFTeacher
 
         assert section.path is not None
-        return HFTeacher(section.path, dtype=_DTYPES[section.dtype])  # type: ignore[return-value]
+        return HFTeacher(section.path, dtype=_DTYPES[section.dtype],  # type: ignore[return-value]
+                         allow_pickle=section.allow_pickle)
     if section.kind == "http":
         from training.teacher_sources.http_teacher import HttpTeacher
 

@@ -1,7 +1,9 @@
 """A local Hugging Face causal-LM directory as a teacher, loaded from disk only.
 
 The model comes from ``transformers.AutoModelForCausalLM.from_pretrained(dir, local_files_only=True)`` (no
-remote code, nothing downloaded) and its tokenizer from ``PreTrainedTokenizerFast``; the tokenizer is
+remote code, nothing downloaded), from safetensors weights only: a directory holding only pickle-format
+weights (``pytorch_model.bin``, which can run code when loaded) is refused unless ``allow_pickle`` is set
+(``teacher.allow_pickle: true``). Its tokenizer comes from ``PreTrainedTokenizerFast``; the tokenizer is
 wrapped by :func:`~training.teacher_sources.teacher_tokenizer.from_hf_tokenizer`, so
 :func:`training.teachers.ensure_same_vocabulary` can compare it with the student's and name differences.
 """
@@ -15,6 +17,23 @@ from torch import Tensor
 
 from training.teacher_sources.teacher_tokenizer import TeacherTokenizer, from_hf_tokenizer
 from training.teachers import TeacherTargets, VocabularyMismatchError
+from training.user_errors import UserError
+
+PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".ckpt", ".pkl")
+
+
+class PickleWeightsRefused(UserError):
+    """A Hugging Face directory holds only pickle-format weights and ``allow_pickle`` was not set."""
+
+
+def weight_format(directory: Path) -> str:
+    """``"safetensors"`` when ``directory`` holds safetensors weights (they win), ``"pickle"`` when it holds
+    only pickle-format ones (``pytorch_model.bin``, ``*.pt`` ...), else ``"none"``."""
+    if any(directory.glob("*.safetensors")) or (directory / "model.safetensors.index.json").is_file():
+        return "safetensors"
+    if any(p.suffix in PICKLE_SUFFIXES for p in directory.iterdir() if p.is_file()):
+        return "pickle"
+    return "none"
 
 
 def position_ids_from_mask(attention_mask: Tensor) -> Tensor:
@@ -25,14 +44,23 @@ def position_ids_from_mask(attention_mask: Tensor) -> Tensor:
 class HFTeacher:
     """A frozen ``AutoModelForCausalLM`` from a local directory; dense targets (B, T, V)."""
 
-    def __init__(self, directory: str | Path, dtype: torch.dtype = torch.float32) -> None:
+    def __init__(self, directory: str | Path, dtype: torch.dtype = torch.float32, allow_pickle: bool = False) -> None:
+        """Raises :class:`PickleWeightsRefused` for pickle-only weights unless ``allow_pickle``."""
         from transformers import AutoModelForCausalLM, PreTrainedTokenizerFast
 
         self.directory = Path(directory)
         if not self.directory.is_dir():
             raise FileNotFoundError(f"Hugging Face teacher directory {self.directory} does not exist")
+        pickled = weight_format(self.directory) == "pickle"
+        if pickled and not allow_pickle:
+            names = sorted(p.name for p in self.directory.iterdir() if p.suffix in PICKLE_SUFFIXES)
+            raise PickleWeightsRefused(
+                f"teacher {self.directory} holds pickle-format weights only ({', '.join(names[:3])}), and loading "
+                "pickle can run code from the file; Distillery reads safetensors. Convert them to "
+                "model.safetensors where you trust the file, or set teacher.allow_pickle: true "
+                "(--teacher-opt allow_pickle=true) to load them anyway")
         self.model = AutoModelForCausalLM.from_pretrained(
-            str(self.directory), local_files_only=True, dtype=dtype
+            str(self.directory), local_files_only=True, dtype=dtype, use_safetensors=not pickled
         ).eval()
         self.model.requires_grad_(False)
         fast = PreTrainedTokenizerFast.from_pretrained(str(self.directory), local_files_only=True)
