@@ -168,3 +168,22 @@ def test_config_student_init_and_hidden_keys_validate() -> None:
 def test_config_refuses(extra: dict[str, object], match: str) -> None:
     with pytest.raises(ValueError, match=match):
         KDConfig.model_validate(_base(**extra))
+
+
+def test_example_config_builds_a_two_layer_student_of_the_toy_teacher() -> None:
+    """configs/student_from_teacher.yaml validates, and its student_init on assets/teacher gives layers 0 and 3."""
+    from pathlib import Path
+
+    from training.kd_config import load_config
+    from training.student_init import build_student_from_teacher
+
+    repo = Path(__file__).resolve().parents[3]
+    cfg = load_config(repo / "configs" / "student_from_teacher.yaml")
+    assert cfg.student_init is not None and cfg.loss.hidden_weight > 0
+    student, layers = build_student_from_teacher(repo / str(cfg.student_init_path()), cfg.student_init.layers,
+                                                 cfg.student_init.every_k,
+                                                 cfg.student.model_dump(include=cfg.student.model_fields_set))
+    teacher = Student.from_pretrained(str(repo / "assets" / "teacher"))
+    assert layers == [0, 3]
+    assert student.config.num_hidden_layers == 2 and student.config.hidden_size == teacher.config.hidden_size
+    assert student.num_parameters() == _expected_parameters(teacher.config, 2)
