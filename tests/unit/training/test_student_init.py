@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from pathlib import Path
 
 import pytest
 import torch
@@ -17,6 +18,7 @@ from training.student_init import (
     select_layers,
     student_from_teacher,
 )
+from training.tokenizer import DistilleryTokenizer
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
@@ -172,8 +174,6 @@ def test_config_refuses(extra: dict[str, object], match: str) -> None:
 
 def test_example_config_builds_a_two_layer_student_of_the_toy_teacher() -> None:
     """configs/student_from_teacher.yaml validates, and its student_init on assets/teacher gives layers 0 and 3."""
-    from pathlib import Path
-
     from training.kd_config import load_config
     from training.student_init import build_student_from_teacher
 
@@ -187,3 +187,21 @@ def test_example_config_builds_a_two_layer_student_of_the_toy_teacher() -> None:
     assert layers == [0, 3]
     assert student.config.num_hidden_layers == 2 and student.config.hidden_size == teacher.config.hidden_size
     assert student.num_parameters() == _expected_parameters(teacher.config, 2)
+
+
+def test_build_from_a_plain_hugging_face_llama_directory(tmp_path: Path, tiny_tokenizer: DistilleryTokenizer) -> None:
+    """A Hugging Face Llama directory (config.json + model.safetensors, no Distillery manifest) works too."""
+    from training.student_init import build_student_from_teacher
+
+    teacher = _teacher(tied=False)
+    out = tmp_path / "hf"
+    teacher.save_pretrained(out, tokenizer=tiny_tokenizer)
+    for name in list(out.iterdir()):
+        if name.name not in ("config.json", "model.safetensors"):
+            name.unlink()
+    with pytest.warns(UserWarning):
+        student, layers = build_student_from_teacher(out, None, 2, {})
+    assert layers == [0, 2, 3]
+    assert torch.equal(student.state_dict()["model.layers.1.mlp.gate_proj.weight"],
+                       teacher.state_dict()["model.layers.2.mlp.gate_proj.weight"])
+    assert torch.equal(student.lm_head.weight, teacher.lm_head.weight)
