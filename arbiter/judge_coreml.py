@@ -451,6 +451,10 @@ def main(argv: Sequence[str] | None = None) -> int:
           f"-> {args.out} ({report['size_bytes'] / 1e6:.2f} MB)")
     print(f"  MIL executor vs PyTorch max abs error: {program} (atol {options.atol:g}, rtol {options.rtol:g}) on "
           f"{checks['inputs_checked']} inputs; decision flips: {len(checks['decision_flips'])}")
+    relative = ", ".join(f"{k} {v:.2e} (tol {checks['program_rel_tolerance'][k]:.2e})"
+                         for k, v in checks["program_rel_error"].items())
+    print(f"  relative error (max|Δ| / max|ref|): {relative}; fp32 rewrite "
+          f"{max(checks['rewrite_rel_error'].values()):.2e} (tol {options.rewrite_rtol:g})")
     print(f"  ANE lint: {report['lint']['errors']} errors, {report['lint']['warnings']} warnings")
     print(f"{'PASSED' if report['passed'] else 'FAILED'}; report: {report_file(args.out)}")
     for error in report["errors"]:

@@ -90,23 +90,29 @@ def decode_mask(position: int, length: int, cache_len: int, dtype: torch.dtype =
 # ---- building blocks ------------------------------------------------------------------------------
 
 LAYER_NORM_EPS = 2.0**-24
-"""epsilon of the fused ``layer_norm``: the smallest fp16 subnormal, so that it survives the fp16 cast.
-The variance it is added to is at least 1 / (C + 1) (the largest scaled channel is 1), so it changes
-the result by at most 2^-24 * (C + 1) / 2 relative (3e-6 at C = 96)."""
+"""epsilon of the fused ``layer_norm``: the smallest fp16 subnormal, so that it survives the fp16 cast
+(with 0 the add disappears and coremltools no longer fuses the norm). The variance it is added to is at
+least NORM_HEADROOM^2 / (C + 1) (the largest scaled channel is NORM_HEADROOM), so it changes the result
+by at most 2^-24 * (C + 1) / (2 * NORM_HEADROOM^2) relative: 1.1e-6 at C = 576, 3.9e-6 at C = 2048
+(without the headroom, 1.7e-5 at C = 576, which the fp32 rewrite check's 1e-5 cannot allow)."""
+
+NORM_HEADROOM = 4.0
+"""Largest magnitude of the scaled channels in :class:`Fp16SafeRMSNorm` (a power of two: scaling by it is
+exact in fp16); squares stay at most 16, far from fp16 overflow."""
 
 
 class Fp16SafeRMSNorm(nn.Module):
     """RMSNorm over channels of (B, C, 1, S) as one fused ``layer_norm``, safe from fp16 overflow.
 
-    With the per-token scale ``s = max(max_c |x|, sqrt(eps))``, ``y = x / s`` (so |y| <= 1) and
-    ``t = sqrt(C * eps) / s``, the C + C + 1 + 1 channels ``z = [y, -y, t, -t]`` have mean exactly 0 and
-    variance ``C / (C + 1) * (mean(y^2) + eps / s^2)``, so
+    With the per-token scale ``s = max(max_c |x|, sqrt(eps)) / h`` (h = :data:`NORM_HEADROOM`),
+    ``y = x / s`` (so |y| <= h) and ``t = sqrt(C * eps) / s``, the C + C + 1 + 1 channels
+    ``z = [y, -y, t, -t]`` have mean exactly 0 and variance ``C / (C + 1) * (mean(y^2) + eps / s^2)``, so
 
         layer_norm(z)[:C] = sqrt((C + 1) / C) * x * rsqrt(mean(x^2) + eps)
 
     and the student's RMSNorm is the first C channels of ``layer_norm(z)`` with
-    ``gamma = weight * sqrt(C / (C + 1))``. Every intermediate lies in [-1, 1] (no fp16 overflow at
-    any |x|), and the mean/variance/rsqrt/scale/gamma chain is one op (coremltools fuses this BC1S
+    ``gamma = weight * sqrt(C / (C + 1))`` (up to the fused op's own epsilon, :data:`LAYER_NORM_EPS`).
+    Every intermediate lies in [-h, h] and squares in [0, h^2] (no fp16 overflow at any |x|), and the mean/variance/rsqrt/scale/gamma chain is one op (coremltools fuses this BC1S
     pattern into ``layer_norm`` with axes [1], the form in Apple's ml-ane-transformers): one fp16
     rounding where an unfused RMSNorm has six. ``beta`` is 0 on the C kept channels; it is 1 on the
     others only so that coremltools does not drop the ``add`` and miss the fusion.
@@ -133,8 +139,8 @@ class Fp16SafeRMSNorm(nn.Module):
 
     def forward(self, x: Tensor) -> Tensor:
         """x: (B, C, 1, S) -> (B, C, 1, S)."""
-        scale = torch.maximum(x.abs().amax(dim=1, keepdim=True), self.root_eps)  # (B, 1, 1, S)
-        y = x / scale
+        scale = torch.maximum(x.abs().amax(dim=1, keepdim=True), self.root_eps) * (1.0 / NORM_HEADROOM)  # (B,1,1,S)
+        y = x / scale  # |y| <= NORM_HEADROOM
         t = self.root_c_eps / scale
         z = torch.cat((y, -y, t, -t), dim=1)  # (B, 2C + 2, 1, S), mean exactly 0
         centered = z - z.mean(dim=1, keepdim=True)

@@ -12,6 +12,14 @@ reference executor (:mod:`conversion.mil_executor`; on macOS also with Core ML's
 PyTorch on fixed prompts; write ``MODEL.report.json`` (:mod:`conversion.coreml_report`) and print a
 summary. The exit status is 0 when every check passed, 1 when one failed, 2 for invalid options.
 
+The rules are those of :mod:`conversion.criteria`: the fp32 rewrite within 1e-5 of the student
+(max|Δ| / max|ref|); an fp16 program's prefill and decode logits within max(3e-3, 1.5 x PyTorch's own fp16
+error on the same sequences), greedy tokens identical and mean KL(reference || program) at most 1e-3 nats
+per token. The checks need only the check sequences' length (prompt + generated tokens): when
+``--cache-len`` is longer, the decoder is converted a second time with a cache of that length (same
+weights, options and ops; the report's ``checks.verification_program`` says so) and verified in place of
+the shipped decode, which is run for one step; the package keeps the requested cache length.
+
 With ``--quantize`` the program is compared with the rewrite carrying the program's own dequantized
 weights (after checking each lies within its quantization step of the student's weight), so the
 checks isolate conversion from quantization; the quantization damage against the student is reported
@@ -719,7 +727,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--precision", choices=["fp16", "fp32"], default="fp16", help="compute precision")
     parser.add_argument("--max-new-tokens", type=int, default=16, help="greedy tokens generated per prompt")
     parser.add_argument("--cache-len", type=int, default=None,
-                        help="KV cache length, a multiple of 32 (default: max_position_embeddings rounded up)")
+                        help="KV cache length of the shipped decode function, a multiple of 32 (default: "
+                             "max_position_embeddings rounded up, at most 2048); the checks run a copy with a "
+                             "cache sized to the check prompts")
     parser.add_argument("--lm-head-chunk", type=int, default=ANE_MAX_DIM,
                         help=f"rows per lm_head chunk (at most {ANE_MAX_DIM})")
     parser.add_argument("--prompts", type=Path, default=None, help="file with one check prompt per line")
