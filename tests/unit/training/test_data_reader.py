@@ -61,7 +61,7 @@ def test_malformed_lines_are_quarantined_with_file_line_and_reason(tmp_path: Pat
     assert all(e["file"] == str(path) for e in entries)
     reasons = [e["reason"] for e in entries]
     assert reasons[0].startswith("invalid JSON")
-    assert "completion: Field required" in reasons[1]
+    assert "missing completion" in reasons[1]  # names the field (and that messages would do instead)
     assert "prompt: Input should be a valid string" in reasons[2]
     assert "step_labels.0: Input should be less than or equal to 1" in reasons[3]
     assert "step_labels has 1 entries but steps has 2" in reasons[4]
