@@ -46,7 +46,10 @@ def onnx_dir(tiny_artifact: Path, tmp_path_factory: pytest.TempPathFactory) -> P
 def test_report_and_manifest(onnx_dir: Path) -> None:
     report = json.loads((onnx_dir / "report.json").read_text())
     assert report["passed"] and report["exporter"] == "dynamo"
-    assert report["checks"]["max_abs_error"] <= 1e-4 and report["checks"]["greedy_tokens_identical"]
+    checks = report["checks"]
+    assert checks["rtol"] == 1e-5 and checks["atol"] is None and checks["failures"] == []
+    assert checks["max_rel_error"] <= 1e-5 and checks["max_rel_error_present"] <= 1e-5
+    assert checks["greedy_tokens_identical"]
     for name in ("int8", "int4"):
         variant = report["variants"][name]
         assert (onnx_dir / variant["file"]).is_file()
