@@ -115,6 +115,8 @@ def write_artifact(directory: str | Path, populate: Callable[[Path], None]) -> P
         (tmp / MANIFEST_FILE).write_text(json.dumps(build_manifest(tmp), indent=2, sort_keys=True) + "\n")
         for path in tmp.rglob("*"):
             if path.is_file():
+                # safetensors' save_file creates 0600 files whatever the umask: same readability as the rest
+                os.chmod(path, 0o666 & ~_umask())
                 with open(path, "rb") as fh:
                     os.fsync(fh.fileno())
         if directory.exists():

@@ -395,6 +395,9 @@ def test_artifact_directory_has_normal_permissions(tiny_student: Student, tmp_pa
     os.umask(umask)
     out = save_student(tiny_student, tmp_path / "s")
     assert stat.S_IMODE(out.stat().st_mode) == 0o777 & ~umask
+    # every file too (safetensors writes its file 0600): other users can read the weights, not just the card
+    modes = {p.name: stat.S_IMODE(p.stat().st_mode) for p in out.iterdir() if p.is_file()}
+    assert modes and set(modes.values()) == {0o666 & ~umask}, modes
 
 
 def test_model_card_accepts_non_string_card_values(tiny_student: Student) -> None:
