@@ -46,6 +46,15 @@ class Example(BaseModel):
 
     @model_validator(mode="before")
     @classmethod
+    def _valid_unicode(cls, data: Any) -> Any:
+        """A lone surrogate (``"\\ud800"`` in JSON) is not text: no tokenizer can encode it."""
+        where = _first_surrogate(data, "")
+        if where is not None:
+            raise ValueError(f"{where} contains a lone surrogate (invalid Unicode): fix the text's encoding")
+        return data
+
+    @model_validator(mode="before")
+    @classmethod
     def _prompt_or_messages(cls, data: Any) -> Any:
         if isinstance(data, dict) and data.get("messages") is None:
             missing = [key for key in ("prompt", "completion") if key not in data]
@@ -76,6 +85,22 @@ class Example(BaseModel):
             raise ValueError(
                 f"step_labels has {len(self.step_labels)} entries but steps has {len(self.steps)}")
         return self
+
+
+def _first_surrogate(value: Any, where: str) -> str | None:
+    """The path of the first string (in nested dicts/lists) holding a lone surrogate, else None."""
+    if isinstance(value, str):
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError:
+            return where or "record"
+        return None
+    items = value.items() if isinstance(value, dict) else enumerate(value) if isinstance(value, list) else ()
+    for key, item in items:
+        found = _first_surrogate(item, f"{where}.{key}" if where else str(key))
+        if found is not None:
+            return found
+    return None
 
 
 def describe_validation_error(error: ValidationError) -> str:
