@@ -98,3 +98,50 @@ def barrier(info: DistInfo) -> None:
 def shutdown(info: DistInfo) -> None:
     if info.enabled and dist.is_initialized():
         dist.destroy_process_group()
+
+
+def fully_shard_student(student: torch.nn.Module) -> None:
+    """Shard a student with PyTorch FSDP2 (``torch.distributed.fsdp.fully_shard``): every decoder layer is
+    its own unit (gathered for its forward/backward, freed after), the root holds embeddings, final norm
+    and head. FSDP averages gradients over ranks; the trainer normalizes every loss by the global
+    target-token count, so it multiplies the reduced gradients by the world size (exact for powers of two) to
+    get the summed, single-process gradient, as the data-parallel all-reduce does. (A divide factor of 1
+    would need ReduceOp.PREMUL_SUM, which gloo lacks.) Works with gloo on CPU and NCCL on GPU."""
+    from torch.distributed.fsdp import fully_shard, register_fsdp_forward_method
+
+    for layer in student.model.layers:  # type: ignore[union-attr]
+        fully_shard(layer)
+    fully_shard(student)
+    # the trainer calls Student.run (hidden states, chunked loss), not forward: gather the root around it too
+    register_fsdp_forward_method(student, "run")
+
+
+def fsdp_full_copies(student: torch.nn.Module, optimizer: torch.optim.Optimizer | None,
+                     cfg: object) -> tuple[torch.nn.Module | None, torch.optim.Optimizer | None]:
+    """Full (unsharded, CPU) copies of an FSDP student and its optimizer on rank 0 (None elsewhere), for
+    checkpoints and artifacts in the single-process format. A collective: every rank must call it."""
+    from torch.distributed.checkpoint.state_dict import (
+        StateDictOptions,
+        get_model_state_dict,
+        get_optimizer_state_dict,
+        set_optimizer_state_dict,
+    )
+
+    from training.model import Student
+    from training.trainer import build_optimizer
+
+    options = StateDictOptions(full_state_dict=True, cpu_offload=True)
+    model_state = get_model_state_dict(student, options=options)
+    optim_state = get_optimizer_state_dict(student, optimizer, options=options) if optimizer is not None else None
+    if dist.get_rank() != 0:
+        return None, None
+    full = Student(student.config)  # type: ignore[arg-type]
+    full.load_state_dict(model_state)
+    full_optim = None
+    if optimizer is not None:
+        full_optim = build_optimizer(full, cfg)  # type: ignore[arg-type]
+        set_optimizer_state_dict(full, full_optim, optim_state,  # type: ignore[arg-type]
+                                 options=StateDictOptions(full_state_dict=True))
+        for group, live in zip(full_optim.param_groups, optimizer.param_groups, strict=True):
+            group["lr"] = live["lr"]
+    return full, full_optim

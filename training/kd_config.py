@@ -251,6 +251,15 @@ class KDConfig(_Strict):
     resume: Literal["auto", "never"] | str = "auto"
     progress: bool = True
     tensorboard: bool = True
+    log_every: int = Field(10, gt=0, description="write buffered per-step log records (JSONL, TensorBoard) every N "
+                                                 "optimizer steps (and at evaluations, checkpoints and the end)")
+    prefetch: int = Field(2, ge=0, description="batches prepared ahead on a background thread (0: in the loop)")
+    compile: bool = Field(False, description="torch.compile the student's (and an in-process teacher's) decoder "
+                                             "layers; the first step's time, compile included, is logged")
+    device: Literal["auto", "cpu", "cuda"] = Field("auto", description="auto: CUDA when present, else CPU")
+    parallel: Literal["ddp", "fsdp"] = Field(
+        "ddp", description="under torchrun: ddp (replicated student, one gradient all-reduce a step) or fsdp "
+                           "(PyTorch FSDP2 fully_shard: parameters, gradients and optimizer state sharded)")
     card: dict[str, Any] = {}
 
     @model_validator(mode="after")

@@ -49,6 +49,12 @@ def rope_cos_sin(position_ids: Tensor, inv_freq: Tensor, dtype: torch.dtype) -> 
     return emb.cos().to(dtype), emb.sin().to(dtype)
 
 
+def _tracing() -> bool:
+    """True while torch.jit traces or torch.export / ONNX / Core ML exports the model: they keep the explicit
+    attention bias (``is_causal`` is not supported by every converter)."""
+    return torch.jit.is_tracing() or torch.compiler.is_exporting()
+
+
 def rotate_half(x: Tensor) -> Tensor:
     """Split the last dim in halves (a, b) and return (-b, a)."""
     half = x.shape[-1] // 2
@@ -136,9 +142,10 @@ class Attention(nn.Module):
         self.o_proj = nn.Linear(self.n_heads * d, config.hidden_size, bias=config.attention_bias)
 
     def forward(
-        self, x: Tensor, cos: Tensor, sin: Tensor, bias: Tensor, past: LayerCache | None
+        self, x: Tensor, cos: Tensor, sin: Tensor, bias: Tensor | None, past: LayerCache | None
     ) -> tuple[Tensor, LayerCache]:
-        """x: (B, T, H); bias: (B, 1, T, T_past + T) -> output (B, T, H) and the updated cache."""
+        """x: (B, T, H); bias: (B, 1, T, T_past + T), or None for plain causal attention without a cache ->
+        output (B, T, H) and the updated cache."""
         b, t, _ = x.shape
         q = self.q_proj(x).view(b, t, self.n_heads, self.head_dim).transpose(1, 2)
         k = self.k_proj(x).view(b, t, self.n_kv, self.head_dim).transpose(1, 2)
@@ -149,7 +156,10 @@ class Attention(nn.Module):
             k = torch.cat((past[0], k), dim=2)
             v = torch.cat((past[1], v), dim=2)
         groups = self.n_heads // self.n_kv
-        out = F.scaled_dot_product_attention(q, repeat_kv(k, groups), repeat_kv(v, groups), attn_mask=bias)
+        if bias is None:  # plain causal attention (no padding, no cache, no packing): SDPA's causal kernel
+            out = F.scaled_dot_product_attention(q, repeat_kv(k, groups), repeat_kv(v, groups), is_causal=True)
+        else:
+            out = F.scaled_dot_product_attention(q, repeat_kv(k, groups), repeat_kv(v, groups), attn_mask=bias)
         out = out.transpose(1, 2).reshape(b, t, self.n_heads * self.head_dim)
         return self.o_proj(out), (k, v)
 
@@ -180,7 +190,7 @@ class DecoderLayer(nn.Module):
         self.post_attention_layernorm = RMSNorm(config.hidden_size, config.rms_norm_eps)
 
     def forward(
-        self, x: Tensor, cos: Tensor, sin: Tensor, bias: Tensor, past: LayerCache | None
+        self, x: Tensor, cos: Tensor, sin: Tensor, bias: Tensor | None, past: LayerCache | None
     ) -> tuple[Tensor, LayerCache]:
         """(B, T, H) -> (B, T, H) and this layer's updated cache."""
         attn, cache = self.self_attn(self.input_layernorm(x), cos, sin, bias, past)
@@ -306,7 +316,10 @@ class Student(nn.Module):
         else:
             if position_ids is None:
                 position_ids = default_position_ids(attention_mask, b, past_len, t, x.device)
-            bias = build_attention_bias(attention_mask, t, past_len + t, x.dtype, x.device, b)
+            if attention_mask is None and past_len == 0 and not _tracing():
+                bias = None  # causal SDPA: no (B, 1, T, T) bias tensor (same result; exporters keep the bias)
+            else:
+                bias = build_attention_bias(attention_mask, t, past_len + t, x.dtype, x.device, b)
         cos, sin = rope_cos_sin(position_ids, self.rope_inv_freq, x.dtype)
         hidden: list[Tensor] | None = [x] if output_hidden_states else None
         new_cache: list[LayerCache] = []

@@ -9,9 +9,12 @@ the exact data position, optimizer, schedule and RNG state.
 from __future__ import annotations
 
 import contextlib
+import copy
 import json
 import math
+import queue
 import signal
+import threading
 import time
 import uuid
 import warnings
@@ -101,6 +104,15 @@ def _locked_values(cfg: KDConfig) -> dict[str, Any]:
     return out
 
 
+def resolve_device(name: str) -> torch.device:
+    """``device`` config value -> torch device (auto: CUDA when present, else CPU)."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name == "cuda" and not torch.cuda.is_available():
+        raise ValueError("device: cuda, but torch sees no CUDA device; use device: auto or cpu")
+    return torch.device(name)
+
+
 def build_optimizer(model: Student, cfg: KDConfig) -> torch.optim.AdamW:
     """AdamW; weight decay on matrices only (not norms, biases or embeddings)."""
     decay, no_decay = [], []
@@ -112,7 +124,12 @@ def build_optimizer(model: Student, cfg: KDConfig) -> torch.optim.AdamW:
         (decay if param.ndim == 2 and "embed_tokens" not in name else no_decay).append(param)
     groups = [{"params": decay, "weight_decay": cfg.optim.weight_decay},
               {"params": no_decay, "weight_decay": 0.0}]
-    return torch.optim.AdamW(groups, lr=cfg.optim.lr, betas=cfg.optim.betas)
+    # fused: one kernel over all parameters (CPU and CUDA) instead of a Python loop of per-tensor ops; the
+    # update is AdamW's to fp32 rounding. Sharded (DTensor) parameters use the foreach implementation.
+    sharded = any(type(p).__name__ == "DTensor" for p in decay + no_decay)
+    fused = not sharded and all(p.is_floating_point() and p.device.type in ("cpu", "cuda") for p in decay + no_decay)
+    return torch.optim.AdamW(groups, lr=cfg.optim.lr, betas=cfg.optim.betas, fused=fused or None,
+                             foreach=True if not fused else None)
 
 
 class JsonlLogger:
@@ -120,16 +137,33 @@ class JsonlLogger:
 
     def __init__(self, path: Path, run_id: str, tensorboard_dir: Path | None) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)
-        self._fh = open(path, "a", buffering=1)  # noqa: SIM115 - closed in close()
+        self._fh = open(path, "a", buffering=1 << 16)  # noqa: SIM115 - closed in close(); flushed by flush()
         self.run_id = run_id
+        self._pending: list[tuple[str, int, float, dict[str, Any]]] = []
         self._tb = None
         if tensorboard_dir is not None:
             from torch.utils.tensorboard import SummaryWriter
 
             self._tb = SummaryWriter(str(tensorboard_dir))
 
-    def log(self, event: str, step: int, **values: Any) -> None:
-        record = {"time": round(time.time(), 3), "run_id": self.run_id, "event": event, "step": step, **values}
+    def log(self, event: str, step: int, *, at: float | None = None, **values: Any) -> None:
+        """Write one record now (``at``: its wall-clock time, default now). Buffered records go first."""
+        self.flush()
+        self._write(event, step, time.time() if at is None else at, values)
+
+    def buffer(self, event: str, step: int, at: float, values: dict[str, Any]) -> None:
+        """Keep a per-step record (written, with its own time ``at``, at the next :meth:`flush`)."""
+        self._pending.append((event, step, at, values))
+
+    def flush(self) -> None:
+        """Write the buffered records (one file write, TensorBoard scalars)."""
+        pending, self._pending = self._pending, []
+        for event, step, at, values in pending:
+            self._write(event, step, at, values)
+        self._fh.flush()
+
+    def _write(self, event: str, step: int, at: float, values: dict[str, Any]) -> None:
+        record = {"time": round(at, 3), "run_id": self.run_id, "event": event, "step": step, **values}
         self._fh.write(json.dumps(record, sort_keys=True) + "\n")
         if self._tb is not None:
             for key, value in values.items():
@@ -137,6 +171,7 @@ class JsonlLogger:
                     self._tb.add_scalar(f"{event}/{key}", value, step)
 
     def close(self) -> None:
+        self.flush()
         self._fh.close()
         if self._tb is not None:
             self._tb.close()
@@ -145,8 +180,14 @@ class JsonlLogger:
 class _NullLogger:
     """Logger of non-zero ranks: logging is rank-0 only."""
 
-    def log(self, event: str, step: int, **values: Any) -> None:
-        del event, step, values
+    def log(self, event: str, step: int, *, at: float | None = None, **values: Any) -> None:
+        del event, step, at, values
+
+    def buffer(self, event: str, step: int, at: float, values: dict[str, Any]) -> None:
+        del event, step, at, values
+
+    def flush(self) -> None:
+        return None
 
     def close(self) -> None:
         return None
@@ -171,6 +212,61 @@ class _InterruptFlag:
     def __exit__(self, *exc: object) -> None:
         for sig, handler in self._previous.items():
             signal.signal(sig, handler)
+
+
+class _Prefetcher:
+    """Batches of a stream made ahead on a background thread (tokenization, collation, pinning), each with
+    the stream's resumable position right after it, so a checkpoint records the position of the last batch
+    *trained on*, never of one only prefetched. ``depth`` 0: made in the calling thread, as before."""
+
+    _END = object()
+
+    def __init__(self, stream: TrainStream, depth: int, pin: bool) -> None:
+        self._stream = stream
+        self._pin = pin
+        self._it = iter(stream)
+        self.depth = depth
+        self._queue: queue.Queue[Any] = queue.Queue(maxsize=max(depth, 1))
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        if depth > 0:
+            self._thread = threading.Thread(target=self._run, name="distillery-prefetch", daemon=True)
+            self._thread.start()
+
+    def _make(self) -> tuple[dict[str, Tensor], dict[str, Any]]:
+        batch = next(self._it)
+        if self._pin:
+            batch = {k: v.pin_memory() if isinstance(v, Tensor) else v for k, v in batch.items()}
+        return batch, copy.deepcopy(self._stream.state_dict())
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            try:
+                item: Any = self._make()
+            except BaseException as exc:  # noqa: BLE001 - handed to the training thread, which raises it
+                item = exc
+            while not self._stop.is_set():
+                try:
+                    self._queue.put(item, timeout=0.1)
+                    break
+                except queue.Full:
+                    continue
+            if isinstance(item, BaseException):
+                return
+
+    def next(self) -> tuple[dict[str, Tensor], dict[str, Any]]:
+        """(batch, stream position after it)."""
+        if self._thread is None:
+            return self._make()
+        item = self._queue.get()
+        if isinstance(item, BaseException):
+            raise item
+        return item
+
+    def close(self) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout=5)
 
 
 class TrainerHook:
@@ -224,8 +320,17 @@ class KDTrainer:
         if self.teacher is not None:
             ensure_same_vocabulary(self.teacher, self.tokenizer, self.student.config.vocab_size)
         self.hidden_projector = self._build_hidden_projector()
-        self.optimizer = build_optimizer(self.student, cfg)
+        self.device = resolve_device(cfg.device)
+        self._place_models()
         self.dist = init_distributed()
+        self.fsdp = cfg.parallel == "fsdp" and self.dist.enabled
+        if self.fsdp:
+            from training.distributed import fully_shard_student
+
+            fully_shard_student(self.student)
+        self.optimizer = build_optimizer(self.student, cfg)
+        self._data_state: dict[str, Any] | None = None  # stream position after the last batch trained on
+        self._teacher_head_f32: Tensor | None = None
         self.stream = TrainStream(cfg, self.tokenizer, self.dist.rank, self.dist.world_size)
         self.eval_examples = load_eval_examples(cfg)
         self.step = 0
@@ -236,6 +341,29 @@ class KDTrainer:
         self.last_terms: dict[str, float] = {}
         self.started_at = time.perf_counter()
         self.tokens_seen = 0.0
+
+    def _place_models(self) -> None:
+        """Student (and an in-process teacher) on ``self.device``; with ``bf16: true`` a checkpoint teacher whose
+        ``teacher.dtype`` was not set runs in bf16 (its matmuls ran in bf16 under autocast already; bf16 weights
+        drop the per-step weight casts and halve its memory); ``compile: true`` compiles the decoder layers
+        in place (state_dict keys unchanged)."""
+        from training.teachers import CheckpointTeacher
+
+        self.student.to(self.device)
+        teacher_model = self.teacher.model if isinstance(self.teacher, CheckpointTeacher) else None
+        if teacher_model is not None:
+            teacher_model.to(self.device)
+            if self.cfg.bf16 and self.cfg.teacher is not None and "dtype" not in self.cfg.teacher.model_fields_set:
+                teacher_model.to(torch.bfloat16)
+        if self.cfg.compile:
+            for model in (self.student, teacher_model):
+                if model is not None:
+                    for layer in model.model.layers:
+                        layer.compile()
+
+    def _autocast(self) -> contextlib.AbstractContextManager[Any]:
+        """bf16 autocast on the training device when ``bf16: true``."""
+        return torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.cfg.bf16)
 
     def request_stop(self, reason: str = "stop requested") -> None:
         """Ask the loop to checkpoint and return after the current optimizer step."""
@@ -293,7 +421,7 @@ class KDTrainer:
         layers): student states (L_s + 1 tensors (B, T, H)) against the teacher's, on target tokens, divided by
         the step's target-token count like every other term."""
         assert self.hidden_projector is not None and self.teacher is not None
-        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=self.cfg.bf16):
+        with self._autocast():
             if unpacked is None:
                 t_hidden = self.teacher.hidden_states(ids, mask)
             else:  # the teacher sees one example a row; its states go back to the packed layout
@@ -320,15 +448,23 @@ class KDTrainer:
     # ---- losses ------------------------------------------------------------------------------------
     def micro_batch_loss(self, batch: dict[str, Tensor], normalizer: float) -> tuple[Tensor, dict[str, float]]:
         """Loss of one micro-batch, normalized by the optimizer step's target-token count."""
+        loss, terms = self._micro_batch_loss(batch, normalizer)
+        return loss, {k: float(v) for k, v in terms.items()}
+
+    def _micro_batch_loss(self, batch: dict[str, Tensor], normalizer: float) -> tuple[Tensor, dict[str, Tensor]]:
+        """:meth:`micro_batch_loss` with the logged terms as detached 0-d tensors (no host sync)."""
         cfg = self.cfg.loss
+        batch = {k: v.to(self.device, non_blocking=True) if isinstance(v, Tensor) else v for k, v in batch.items()}
         ids, mask, labels = batch["input_ids"], batch["attention_mask"], batch["labels"]
         pos = batch.get("position_ids")
         seq = batch["sequence_ids"] if self.cfg.data.batching == "pack" else None
         # the teacher reads packed rows one example a row (no teacher, no split)
         unpacked = None if seq is None or self.teacher is None else Unpacked.split(ids, seq, self.tokenizer.pad_id)
         target = labels != -100
-        autocast = torch.autocast("cpu", dtype=torch.bfloat16, enabled=self.cfg.bf16)
-        terms: dict[str, float] = {}
+        if seq is None and self.device.type == "cpu" and bool(mask.all()):
+            mask = None  # no padding: causal attention without a (B, 1, T, T) bias (same result)
+        autocast = self._autocast()
+        terms: dict[str, Tensor] = {}
         want_hidden = self.hidden_projector is not None
         if cfg.chunked:
             from training.chunked_loss import chunked_kd_ce_loss
@@ -345,7 +481,7 @@ class KDTrainer:
                     t_hidden = unpacked.merge(self.teacher.final_hidden(unpacked.input_ids,
                                                                         unpacked.attention_mask).float())
                 th = t_hidden.reshape(-1, t_hidden.shape[-1])
-                t_weight = self.teacher.lm_head_weight.float()
+                t_weight = self._teacher_head()
                 kd_w = cfg.kd_weight
             else:
                 th, t_weight, kd_w = h.detach(), self.student.lm_head.weight.detach(), 0.0
@@ -359,8 +495,8 @@ class KDTrainer:
                 assert out.hidden_states is not None
                 hid = self._hidden_term(out.hidden_states, ids, mask, unpacked, target, normalizer)
                 loss = loss + cfg.hidden_weight * hid
-                terms["hidden"] = float(hid.detach())
-            terms["loss"] = float(loss.detach())
+                terms["hidden"] = hid.detach()
+            terms["loss"] = loss.detach()
             return loss, terms
         with autocast:
             out = self.student.run(ids, attention_mask=mask, position_ids=pos, sequence_ids=seq,
@@ -368,9 +504,12 @@ class KDTrainer:
         logits = out.logits
         assert logits is not None
         logits = logits.float()
-        ce = cross_entropy(logits, labels, label_smoothing=cfg.label_smoothing, normalizer=normalizer)
-        total = cfg.ce_weight * ce if self.teacher is not None else ce
-        terms["ce"] = float(ce.detach())
+        if self.teacher is None or cfg.ce_weight > 0:
+            ce = cross_entropy(logits, labels, label_smoothing=cfg.label_smoothing, normalizer=normalizer)
+            total = cfg.ce_weight * ce if self.teacher is not None else ce
+            terms["ce"] = ce.detach()
+        else:  # ce_weight 0: the term is not computed (nor logged)
+            total = torch.zeros((), device=logits.device)
         if self.teacher is not None and cfg.kd_weight > 0:
             with autocast:
                 targets = self._teacher_targets(ids, mask, unpacked)
@@ -388,14 +527,24 @@ class KDTrainer:
                 kd = kd_divergence(cfg.divergence, logits, targets.logits.float(), mask=target,
                                    temperature=cfg.temperature, normalizer=normalizer, **extra)
             total = total + cfg.kd_weight * kd
-            terms["kd"] = float(kd.detach())
+            terms["kd"] = kd.detach()
         if want_hidden:
             assert out.hidden_states is not None
             hid = self._hidden_term(out.hidden_states, ids, mask, unpacked, target, normalizer)
             total = total + cfg.hidden_weight * hid
-            terms["hidden"] = float(hid.detach())
-        terms["loss"] = float(total.detach())
+            terms["hidden"] = hid.detach()
+        terms["loss"] = total.detach()
         return total, terms
+
+    def _teacher_head(self) -> Tensor:
+        """(V, H_t) fp32 teacher output projection; a bf16 head is converted once, not every step."""
+        assert self.teacher is not None
+        weight = self.teacher.lm_head_weight
+        if weight.dtype == torch.float32:
+            return weight
+        if self._teacher_head_f32 is None:
+            self._teacher_head_f32 = weight.float()
+        return self._teacher_head_f32
 
     # ---- one optimizer step --------------------------------------------------------------------------
     def train_step(self, micro_batches: list[dict[str, Tensor]]) -> tuple[bool, dict[str, float]]:
@@ -408,28 +557,42 @@ class KDTrainer:
         micro_batches = [shard_batch(mb, self.dist) for mb in micro_batches]
         local_tokens = float(sum(int(mb["num_target_tokens"]) for mb in micro_batches))
         total_tokens = global_sum(local_tokens, self.dist)
-        terms: dict[str, float] = {}
-        finite = True
+        # the default loss keeps its terms on the device; a subclass's micro_batch_loss gives floats
+        # (a subclass or an instance attribute may replace micro_batch_loss)
+        loss_fn = (self._micro_batch_loss if getattr(self.micro_batch_loss, "__func__", None)
+                   is KDTrainer.micro_batch_loss else self.micro_batch_loss)
+        sums: dict[str, Tensor | float] = {}
+        nonfinite = torch.zeros((), device=self.device)
         for mb in micro_batches:
-            loss, t = self.micro_batch_loss(mb, normalizer=max(total_tokens, 1.0))
-            if not torch.isfinite(loss):
-                finite = False
-            else:
-                loss.backward()
+            loss, t = loss_fn(mb, normalizer=max(total_tokens, 1.0))
+            # a non-finite loss makes non-finite gradients, so the step is skipped below either way; the
+            # check is one flag on the device instead of a host sync per micro-batch
+            nonfinite = nonfinite + (~torch.isfinite(loss.detach())).float()
+            loss.backward()
             for k, v in t.items():
-                terms[k] = terms.get(k, 0.0) + v
-        if self.dist.enabled:
-            params = [p for p in {id(p): p for p in self.student.parameters()}.values() if p.requires_grad]
+                sums[k] = sums.get(k, 0.0) + v
+        params = [p for p in {id(p): p for p in self.student.parameters()}.values() if p.requires_grad]
+        if self.fsdp:  # FSDP reduce-scattered the gradients as a mean over ranks: back to the sum
+            for p in params:
+                if p.grad is not None:
+                    p.grad.mul_(self.dist.world_size)
+        elif self.dist.enabled:
             all_reduce_gradients_(params, self.dist)
-            keys = sorted(terms)
-            summed = torch.tensor([terms[k] for k in keys] + [0.0 if finite else 1.0], dtype=torch.float64)
+        keys = sorted(sums)
+        values = [torch.as_tensor(sums[k], dtype=torch.float64, device=self.device).reshape(()) for k in keys]
+        if self.dist.enabled:
+            summed = torch.stack([*values, nonfinite.double()])
             all_reduce_sum_([summed], self.dist)
-            terms = dict(zip(keys, summed[:-1].tolist(), strict=True))
-            finite = bool(summed[-1] == 0)
-        if finite:
-            grad_norm = torch.nn.utils.clip_grad_norm_(self.student.parameters(), self.cfg.optim.clip_grad_norm)
-            finite = bool(torch.isfinite(grad_norm))
-            terms["grad_norm"] = float(grad_norm)
+            values, nonfinite = list(summed[:-1].unbind()), summed[-1]
+        grad_norm = torch.nn.utils.clip_grad_norm_(params, self.cfg.optim.clip_grad_norm, foreach=True)
+        if hasattr(grad_norm, "full_tensor"):  # FSDP: a DTensor
+            grad_norm = grad_norm.full_tensor()
+        # the one host sync of a step: the logged terms, the non-finite flag and the gradient norm together
+        host = torch.stack([*values, nonfinite.double(), grad_norm.detach().double()]).tolist()
+        terms = dict(zip(keys, host[:len(keys)], strict=True))
+        finite = host[len(keys)] == 0 and math.isfinite(host[-1])
+        if host[len(keys)] == 0:
+            terms["grad_norm"] = host[-1]
         if finite:
             lr = self.cfg.optim.lr * warmup_cosine(
                 self.step, warmup_steps=self.cfg.optim.warmup_steps, max_steps=self.cfg.optim.max_steps,
@@ -454,7 +617,8 @@ class KDTrainer:
         return metrics
 
     def _trainer_state(self) -> dict[str, Any]:
-        return {"data": self.stream.state_dict(), "best": self.best, "locked": _locked_values(self.cfg),
+        data = self._data_state if self._data_state is not None else self.stream.state_dict()
+        return {"data": data, "best": self.best, "locked": _locked_values(self.cfg),
                 "config_fingerprint": self.cfg.fingerprint(), "run_id": self.run_id,
                 "last_metrics": self.last_metrics}
 
@@ -525,7 +689,15 @@ class KDTrainer:
         return self.student.save_pretrained(directory, tokenizer=self.tokenizer, metrics=metrics, card=card)
 
     # ---- the loop ------------------------------------------------------------------------------------------
-    def _micro_batches(self, it: Iterator[dict[str, Tensor]]) -> list[dict[str, Tensor]]:
+    def _micro_batches(self, it: Iterator[dict[str, Tensor]] | _Prefetcher) -> list[dict[str, Tensor]]:
+        """``grad_accum`` micro-batches; from a :class:`_Prefetcher` the stream position after the last one is
+        kept for the next checkpoint."""
+        if isinstance(it, _Prefetcher):
+            out = []
+            for _ in range(self.cfg.optim.grad_accum):
+                batch, self._data_state = it.next()
+                out.append(batch)
+            return out
         return [next(it) for _ in range(self.cfg.optim.grad_accum)]
 
     def _stop_reason(self, interrupt: _InterruptFlag, start_step: int, done: bool) -> str | None:
@@ -545,8 +717,41 @@ class KDTrainer:
 
     def _checkpoint_all_ranks(self) -> Path | None:
         """Rank 0 writes the checkpoint (all ranks hold identical state); everyone waits for it. Returns the
-        checkpoint on rank 0 (None elsewhere, or when the state was not finite and nothing was written)."""
+        checkpoint on rank 0 (None elsewhere, or when the state was not finite and nothing was written).
+        Under FSDP the sharded student and optimizer are gathered into full copies first (a collective)."""
+        if self.fsdp:
+            from training.distributed import fsdp_full_copies
+
+            student, optimizer = fsdp_full_copies(self.student, self.optimizer, self.cfg)
+            path = None
+            if self.dist.is_main:
+                live = self.student, self.optimizer
+                self.student, self.optimizer = student, optimizer  # type: ignore[assignment]
+                try:
+                    path = self.save_checkpoint()
+                finally:
+                    self.student, self.optimizer = live
+            barrier(self.dist)
+            return path
         path = self.save_checkpoint() if self.dist.is_main else None
+        barrier(self.dist)
+        return path
+
+    def _save_student_all_ranks(self, directory: Path, metrics: dict[str, float]) -> Path | None:
+        """:meth:`save_student` on rank 0; under FSDP from a gathered full copy (every rank joins the gather)."""
+        if not self.fsdp:
+            return self.save_student(directory, metrics)
+        from training.distributed import fsdp_full_copies
+
+        student, _ = fsdp_full_copies(self.student, None, self.cfg)
+        path = None
+        if self.dist.is_main:
+            live = self.student
+            self.student = student  # type: ignore[assignment]
+            try:
+                path = self.save_student(directory, metrics)
+            finally:
+                self.student = live
         barrier(self.dist)
         return path
 
@@ -577,7 +782,7 @@ class KDTrainer:
 
             progress = progress_bar(total=self.cfg.optim.max_steps, initial=self.step, desc="distill",
                                     unit="step", dynamic_ncols=True)
-        it = iter(self.stream)
+        it = _Prefetcher(self.stream, self.cfg.prefetch, pin=self.device.type == "cuda")
         self.started_at = started
         self.tokens_seen = 0.0
         for hook in self.hooks:
@@ -586,7 +791,11 @@ class KDTrainer:
             with _InterruptFlag() as interrupt:
                 while self.step < self.cfg.optim.max_steps:
                     self.student.train()
+                    step_started = time.perf_counter()
                     finite, terms = self.train_step(self._micro_batches(it))
+                    if self.cfg.compile and self.step == start_step:
+                        logger.log("compiled", self.step + 1, compile_seconds=time.perf_counter() - step_started,
+                                   note="first step's wall time, compilation included")
                     if not finite:
                         nonfinite += 1
                         logger.log("nonfinite_loss", self.step, consecutive=nonfinite)
@@ -607,21 +816,25 @@ class KDTrainer:
                     self.tokens_seen = tokens_seen
                     self.last_terms = terms
                     elapsed = time.perf_counter() - started
-                    logger.log("train", self.step, tokens_per_second=tokens_seen / max(elapsed, 1e-9), **terms)
+                    logger.buffer("train", self.step, time.time(),
+                                  {"tokens_per_second": tokens_seen / max(elapsed, 1e-9), **terms})
+                    if self.step % self.cfg.log_every == 0:
+                        logger.flush()
                     if progress is not None:
                         progress.update(1)
                         progress.set_postfix(loss=f"{terms['loss']:.3f}", lr=f"{terms.get('lr', 0):.2e}")
                     done = self.step >= self.cfg.optim.max_steps
-                    if main and (self.step % self.cfg.eval.every == 0 or done):
-                        metrics = self.evaluate()
+                    if (main or self.fsdp) and (self.step % self.cfg.eval.every == 0 or done):
+                        metrics = self.evaluate()  # FSDP: every rank evaluates (forward passes are collective)
                         logger.log("eval", self.step, **metrics)
                         for hook in self.hooks:
                             hook.on_eval(self, metrics)
                         value = metrics.get(self.cfg.eval.best_metric, float("nan"))
                         if self._is_better(value):
                             self.best = value
-                            self.save_student(self.out / "best", metrics)
+                            self._save_student_all_ranks(self.out / "best", metrics)
                     if self.step % self.cfg.checkpoint.every == 0 or done:
+                        logger.flush()
                         self._checkpoint_all_ranks()
                     for hook in self.hooks:
                         hook.on_step_end(self, terms)
@@ -636,14 +849,16 @@ class KDTrainer:
                 remove_stale_run_temporaries(self.out, started_at=time.time())
             raise
         finally:
+            it.close()
+            logger.flush()
             if progress is not None:
                 progress.close()
         wall = time.perf_counter() - started
         result = TrainResult(step=self.step, status=status, metrics=self.last_metrics, best_metric=self.best,
                              wall_seconds=wall, tokens_per_second=tokens_seen / max(wall, 1e-9),
                              data=self.stream.summary())
-        if status == "completed" and main:
-            result.student_dir = self.save_student(self.out / "student", self.last_metrics)
+        if status == "completed" and (main or self.fsdp):
+            result.student_dir = self._save_student_all_ranks(self.out / "student", self.last_metrics)
         result.checkpoint = self.last_checkpoint
         barrier(self.dist)
         logger.log("end", self.step, status=status, wall_seconds=wall)
