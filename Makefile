@@ -15,7 +15,7 @@ LOCK := requirements.lock
 OUT ?= runs/toy
 PYTEST_ARGS ?=
 
-.PHONY: setup lock test test-unit test-integration distill judge reasoning teacher lint format readiness bench clean help
+.PHONY: bench-venv bench-kd setup lock test test-unit test-integration distill judge reasoning teacher lint format readiness bench clean help
 
 help:  ## list targets
 	@grep -E '^[a-z-]+:.*##' $(MAKEFILE_LIST) | sed 's/:.*##/\t/'
@@ -110,6 +110,16 @@ readiness: setup  ## readiness gate on Distillery itself
 
 bench: setup  ## benchmarks (figures printed and written to benches/results/)
 	$(BIN)/python benches/run_all.py
+
+# TRL, transformers, datasets and accelerate for benches/bench_kd_throughput.py's TRL column only (never a project
+# dependency). torch first, pinned to the project's CPU build: any other torch spec downloads a multi-GB CUDA build.
+bench-venv:  ## .venv-bench with torch, trl, transformers, datasets, accelerate (for the KD throughput bench)
+	@test -x .venv-bench/bin/python || $(PYTHON) -m venv .venv-bench
+	.venv-bench/bin/pip install --disable-pip-version-check $(TORCH_PIP_ARGS) "$(TORCH_SPEC)"
+	.venv-bench/bin/pip install --disable-pip-version-check trl transformers datasets accelerate
+
+bench-kd: setup  ## KD throughput: Distillery vs a plain loop vs TRL (make bench-venv first for TRL); ARGS=--quick
+	$(BIN)/python benches/bench_kd_throughput.py $(ARGS)
 
 clean:
 	rm -rf reports .pytest_cache .ruff_cache .coverage .coverage.*
