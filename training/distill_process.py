@@ -9,7 +9,7 @@ Config: a KD config (:class:`~training.kd_config.KDConfig`, same sections) plus 
 (:class:`ProcessSection`): ``correct_weight``, ``wrong_weight``, ``answer_weight``, ``unlikelihood_weight``,
 ``unlikelihood_scope``, ``toolcall_name_weight``, ``toolcall_structure_weight``, ``weights_from``
 (``labels``: the data's ``step_labels``; ``judge``: a judge's step scores) and ``judge`` (a directory loaded
-through ``arbiter.judge``: ``load_judge(DIR)`` or ``Judge.from_pretrained(DIR)``, scored with
+through ``arbiter.judge``: ``Judge.load(DIR)``, scored with
 ``arbiter.judge.step_weights(judge, prompt, steps)``). ``num_threads`` defaults to 1 here.
 ``loss.chunked`` is refused (the chunked loss takes no per-token weights).
 
@@ -144,8 +144,12 @@ def bind_step_scorer(judge: Any, step_weights: StepWeightsFn) -> StepScorer:
 
 
 def load_judge_scorer(directory: str | Path) -> StepScorer:
-    """Load a judge through ``arbiter.judge`` (``load_judge(DIR)`` or ``Judge.from_pretrained(DIR)``) and bind
-    it to ``arbiter.judge.step_weights``.
+    """Load a judge through ``arbiter.judge`` and bind it to ``arbiter.judge.step_weights``.
+
+    The judge object is what ``step_weights`` scores with (it calls ``judge.score_steps``): ``Judge.load(DIR)``,
+    else ``Judge.from_pretrained(DIR)``. ``arbiter.judge.load_judge`` is the artifact loader and returns the
+    parts ``(model, spec, tokenizer)``; when a module offers only that, the parts are wrapped in ``Judge``
+    (a bare tuple is never passed to ``step_weights``).
 
     Raises:
         ConfigFileError: ``arbiter.judge`` cannot be imported or lacks a loader or ``step_weights``.
@@ -157,12 +161,19 @@ def load_judge_scorer(directory: str | Path) -> StepScorer:
     step_weights = getattr(module, "step_weights", None)
     if not callable(step_weights):
         raise ConfigFileError("arbiter.judge has no step_weights(judge, prompt, steps)")
-    if callable(getattr(module, "load_judge", None)):
-        judge = module.load_judge(Path(directory))
-    elif hasattr(module, "Judge") and callable(getattr(module.Judge, "from_pretrained", None)):
-        judge = module.Judge.from_pretrained(Path(directory))
+    judge_cls = getattr(module, "Judge", None)
+    path = Path(directory)
+    if callable(getattr(judge_cls, "load", None)):
+        judge = judge_cls.load(path)  # type: ignore[union-attr]
+    elif callable(getattr(judge_cls, "from_pretrained", None)):
+        judge = judge_cls.from_pretrained(path)  # type: ignore[union-attr]
+    elif judge_cls is not None and callable(getattr(module, "load_judge", None)):
+        judge = judge_cls(*module.load_judge(path))
     else:
-        raise ConfigFileError("arbiter.judge offers neither load_judge(path) nor Judge.from_pretrained(path)")
+        raise ConfigFileError("arbiter.judge offers neither Judge.load(path), Judge.from_pretrained(path) nor "
+                              "Judge plus load_judge(path)")
+    if not callable(getattr(judge, "score_steps", None)):
+        raise ConfigFileError(f"the judge loaded from {path} ({type(judge).__name__}) has no score_steps")
     return bind_step_scorer(judge, step_weights)
 
 

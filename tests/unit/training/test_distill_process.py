@@ -176,15 +176,26 @@ def test_judge_scores_replace_the_labels(setup: dict[str, Path], tmp_path: Path,
         calls.append((judge, prompt, steps))
         return [0.75] + [0.25] * (len(steps) - 1)
 
+    class FakeJudge:
+        """Stands in for arbiter.judge.Judge; its parts are what load_judge returns (a tuple)."""
+
+        def __init__(self, *parts: Any) -> None:
+            self.parts = parts
+
+        def score_steps(self, prompt: str, steps: list[str]) -> None:
+            raise AssertionError("scored through step_weights, not directly")
+
     judge_dir = tmp_path / "judge"
     fake = types.ModuleType("arbiter.judge")
-    fake.load_judge = lambda path: ("judge", Path(path))  # type: ignore[attr-defined]
+    fake.Judge = FakeJudge  # type: ignore[attr-defined]
+    fake.load_judge = lambda path: ("model", "spec", Path(path))  # type: ignore[attr-defined]
     fake.step_weights = step_weights  # type: ignore[attr-defined]
     monkeypatch.setitem(sys.modules, "arbiter.judge", fake)
     cfg = process_config(setup, tmp_path / "run", process={"weights_from": "judge", "judge": str(judge_dir)})
     trainer = ProcessTrainer(cfg)
     batch = next(iter(trainer.stream))
-    assert calls and calls[0][0] == ("judge", judge_dir)
+    # the tuple from load_judge is wrapped into a judge object: step_weights never sees a bare tuple
+    assert calls and isinstance(calls[0][0], FakeJudge) and calls[0][0].parts == ("model", "spec", judge_dir)
     index, weight = batch["step_index"], batch["step_weight"]
     assert torch.all(weight[index == 0] == 0.75) and torch.all(weight[index > 0] == 0.25)
     result = train_process_student(process_data(setup, tmp_path / "api"),
