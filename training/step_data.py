@@ -435,7 +435,8 @@ class StepExampleStream(ExampleStream):
 
 def mix_corrupted(examples: Sequence[Mapping[str, Any]], fraction: float, seed: int,
                   mode: Literal["add", "replace"] = "add") -> list[dict[str, Any]]:
-    """Arithmetic examples with a share of corrupted solutions (``step_labels`` 0 from the first wrong step).
+    """Arithmetic examples with a share of corrupted solutions (``step_labels`` 0 at the wrong step only:
+    the later steps are right given it, see :func:`training.tasks.arithmetic.corrupt`).
 
     Each example is picked with probability ``fraction`` (deterministic for ``seed``); a picked example
     gets a corrupted copy (:func:`training.tasks.arithmetic.corrupt`) right after it (``'add'``) or in its

@@ -8,8 +8,10 @@ Clauses of one response to an arithmetic prompt:
 * ``format_ok``: the response is exactly ``<think>`` + one or more ``<step>...</step>`` + ``</think>`` +
   ``<answer>INTEGER</answer>``.
 
-Step labels are :func:`training.tasks.arithmetic.verify_steps` as 1.0 / 0.0 (a step after the first wrong
-one is 0.0). One response is better than another when its clause tuple ``(answer_correct, steps_valid,
+Step labels are :func:`training.tasks.arithmetic.local_step_verdicts` as 1.0 / 0.0: whether a step is
+correct given the prompt and the steps before it as written (a step that correctly computes from an
+earlier wrong result is 1.0; only the wrong step itself is 0.0), the same meaning as the corruptor's
+``step_labels`` and as the judge's step scores. One response is better than another when its clause tuple ``(answer_correct, steps_valid,
 format_ok)`` is larger lexicographically; equal tuples are a tie.
 """
 
@@ -36,9 +38,10 @@ def clause_labels(prompt: str, response: str) -> dict[str, int]:
 
 
 def step_labels(prompt: str, response: str) -> tuple[list[str], list[float]]:
-    """The response's steps (its ``<step>`` spans) and their verifier labels (1.0 valid, 0.0 not)."""
+    """The response's steps (its ``<step>`` spans) and their labels (1.0 correct given the earlier steps,
+    0.0 not; :func:`training.tasks.arithmetic.local_step_verdicts`)."""
     steps = step_spans(response)
-    return steps, [1.0 if ok else 0.0 for ok in arithmetic.verify_steps(prompt, steps)]
+    return steps, [1.0 if ok else 0.0 for ok in arithmetic.local_step_verdicts(prompt, steps)]
 
 
 def quality(clauses: dict[str, int]) -> tuple[int, ...]:

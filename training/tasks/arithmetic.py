@@ -18,7 +18,16 @@ from collections.abc import Sequence
 
 from training.tasks.arithmetic_config import ArithmeticConfig
 from training.tasks.arithmetic_corrupt import corrupt
-from training.tasks.arithmetic_solver import State, advance, format_prompt, parse_prompt, parse_step, solve
+from training.tasks.arithmetic_solver import (
+    State,
+    Step,
+    advance,
+    format_prompt,
+    parse_prompt,
+    parse_step,
+    reduce,
+    solve,
+)
 from training.tasks.markup import format_completion, parse_completion
 from training.tasks.schema import Example, make_id
 
@@ -28,6 +37,7 @@ __all__ = [
     "corrupt",
     "format_completion",
     "generate",
+    "local_step_verdicts",
     "parse_completion",
     "score",
     "solution",
@@ -125,6 +135,53 @@ def verify_steps(prompt_or_example: str | Example, steps: Sequence[str]) -> list
         if state is not None:
             state = None if step is None or state.done else advance(state, step, precedence)
         verdicts.append(state is not None)
+    return verdicts
+
+
+def claimed_operators(state: State, step: Step) -> list[int]:
+    """The operators of ``state`` that a wrong ``step`` may have meant to reduce: those with the step's
+    symbol whose left and/or right number the step names (a slip ``3*2=5`` or an early reduction
+    ``7+3=10`` names both operands, a wrong operand ``3*4=12`` for ``3*2`` one). Several can fit: in
+    ``8+1+1`` the step ``1+1=2`` is ``1+1`` reduced too early or ``8+1`` with a wrong left operand."""
+    return [index for index, op in enumerate(state.ops)
+            if op == step.op and (state.numbers[index] == step.left or state.numbers[index + 1] == step.right)]
+
+
+def local_step_verdicts(prompt_or_example: str | Example, steps: Sequence[str]) -> list[bool]:
+    """Whether each step is correct **given the steps before it, as written**.
+
+    Unlike :func:`verify_steps` (a valid derivation from the question, all ``False`` after the first
+    error), a wrong step's result is carried forward: a later step that correctly reduces a ready operator
+    of the expression as the earlier steps left it (wrong values included) is ``True``. A step is ``False``
+    when its own calculation is wrong, when it reduces an operator that is not ready, or when its operands
+    are not the numbers there.
+
+    A wrong step's written result replaces the operator it meant to reduce; when that is ambiguous
+    (:func:`claimed_operators`) every reading is kept and a later step is ``True`` if it is right under
+    one of them. When no operator fits (or a step cannot be parsed, or comes after the expression is
+    reduced), the expression is lost and the remaining steps are ``False``.
+
+    Example: for ``Q: 7+3*2-4=?`` the steps ``3*2=5, 7+5=12, 12-4=8`` give ``[False, True, True]``.
+    """
+    prompt = prompt_or_example if isinstance(prompt_or_example, str) else prompt_or_example["prompt"]
+    parsed = parse_prompt(prompt)
+    if parsed is None:
+        raise ValueError(f"not an arithmetic prompt: {prompt!r}")
+    states: list[State] = [parsed[0]]
+    precedence = parsed[1]
+    verdicts: list[bool] = []
+    for text in steps:
+        step = parse_step(text)
+        live = [s for s in states if not s.done]
+        if step is None or not live:
+            states = []
+            verdicts.append(False)
+            continue
+        advanced = [after for s in live if (after := advance(s, step, precedence)) is not None]
+        verdicts.append(bool(advanced))
+        if not advanced:
+            advanced = [reduce(s, i, step.result)[0] for s in live for i in claimed_operators(s, step)]
+        states = list(dict.fromkeys(advanced))
     return verdicts
 
 

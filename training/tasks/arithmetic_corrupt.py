@@ -2,7 +2,7 @@
 
 One step of the canonical solution is replaced by a typical mistake and the rest of the solution is
 recomputed from the wrong value, so the error propagates to the final answer the way it would for a
-model. Mistake kinds:
+model. Only the mistake is labelled wrong: the later steps are right given what was written before them. Mistake kinds:
 
 * ``slip``: the right operation with a result that is off by 1, 2 or 10;
 * ``wrong_op``: the written operator but another operator's result (``3*2=5``);
@@ -107,8 +107,11 @@ def corrupt(example: Example, rng: random.Random, config: ArithmeticConfig | Non
     """Return a copy of ``example`` whose solution has one plausible wrong step.
 
     The solution is rebuilt from the prompt (so an already corrupted example is corrupted afresh), one
-    step is replaced by a mistake, and the later steps and the answer follow from it. ``step_labels`` is
-    1.0 before the mistake and 0.0 from it on. Mistakes whose numbers stay within ``config``'s range
+    step is replaced by a mistake, and the later steps and the answer follow from it. ``step_labels`` mean
+    "this step is correct given the steps before it": 0.0 at the mistake only, 1.0 elsewhere, including the
+    later steps, which correctly compute from the wrong value (what
+    :func:`training.tasks.arithmetic.local_step_verdicts` checks; :func:`~training.tasks.arithmetic.verify_steps`
+    still rejects everything from the mistake on, since the derivation is no longer valid). Mistakes whose numbers stay within ``config``'s range
     (default settings when ``None``) are preferred. The new ``id`` is derived from the old one and the
     new completion. Raises ``ValueError`` if the prompt is not an arithmetic question or no mistake can
     change its answer.
@@ -126,7 +129,7 @@ def corrupt(example: Example, rng: random.Random, config: ArithmeticConfig | Non
     answer = str(chosen.answer)
     completion = format_completion(steps, answer, with_steps=True)
     digest = hashlib.sha1(completion.encode("utf-8")).hexdigest()[:8]
-    labels = [1.0 if i < chosen.index else 0.0 for i in range(len(steps))]
+    labels = [0.0 if i == chosen.index else 1.0 for i in range(len(steps))]
     return {
         **example,
         "id": f"{example['id']}-corrupt-{digest}",

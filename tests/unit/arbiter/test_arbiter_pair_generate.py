@@ -40,7 +40,8 @@ def test_rubric_uses_the_task_verifiers() -> None:
     assert clause_labels(prompt, good.replace("</answer>", "")) == {
         "answer_correct": 1, "steps_valid": 1, "format_ok": 0}
     assert clause_labels(prompt, "<answer>9</answer>") == {"answer_correct": 1, "steps_valid": 0, "format_ok": 0}
-    assert step_labels(prompt, wrong) == (["3*2=5", "7+5=12", "12-4=8"], [0.0, 0.0, 0.0])
+    # only the wrong step is 0: the later ones compute correctly from the wrong value written before them
+    assert step_labels(prompt, wrong) == (["3*2=5", "7+5=12", "12-4=8"], [0.0, 1.0, 1.0])
     late = "<think><step>3*2=6</step><step>7+6=13</step><step>13-4=8</step></think><answer>8</answer>"
     assert step_labels(prompt, late)[1] == [1.0, 1.0, 0.0]
     assert preferred(clause_labels(prompt, good), clause_labels(prompt, wrong)) == "a"

@@ -289,8 +289,8 @@ def test_mix_corrupted_add_and_replace() -> None:
     for example in corrupted:
         labels = example["step_labels"]
         first_wrong = labels.index(0.0)
-        assert labels == [1.0] * first_wrong + [0.0] * (len(labels) - first_wrong)
-        assert arithmetic.verify_steps(example["prompt"], example["steps"]) == [x == 1.0 for x in labels]
+        assert labels == [0.0 if i == first_wrong else 1.0 for i in range(len(labels))]
+        assert arithmetic.local_step_verdicts(example["prompt"], example["steps"]) == [x == 1.0 for x in labels]
     replaced = mix_corrupted(clean, 1.0, seed=2, mode="replace")
     assert len(replaced) == len(clean) and all(0.0 in e["step_labels"] for e in replaced)
     assert mix_corrupted(clean, 0.0, seed=2) == clean

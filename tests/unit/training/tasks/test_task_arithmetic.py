@@ -17,6 +17,7 @@ from training.tasks.arithmetic import (
     corrupt,
     format_completion,
     generate,
+    local_step_verdicts,
     parse_completion,
     score,
     solution,
@@ -237,10 +238,12 @@ def test_corrupt_labels_match_verifier_and_answer_changes() -> None:
         bad = corrupt(example, rng)
         labels = bad["step_labels"]
         assert len(bad["steps"]) == len(example["steps"]) == len(labels)
-        assert verify_steps(bad, bad["steps"]) == [label == 1.0 for label in labels]
         first_wrong = labels.index(0.0)
-        assert all(label == 1.0 for label in labels[:first_wrong])
-        assert all(label == 0.0 for label in labels[first_wrong:])
+        # labels mean "correct given the steps before it": only the mistake is 0
+        assert labels == [0.0 if i == first_wrong else 1.0 for i in range(len(labels))]
+        assert local_step_verdicts(bad, bad["steps"]) == [label == 1.0 for label in labels]
+        # the derivation check still rejects everything from the mistake on
+        assert verify_steps(bad, bad["steps"]) == [i < first_wrong for i in range(len(labels))]
         assert bad["steps"][:first_wrong] == example["steps"][:first_wrong]
         assert bad["steps"][first_wrong] != example["steps"][first_wrong]
         assert bad["answer"] != example["answer"]
@@ -249,6 +252,30 @@ def test_corrupt_labels_match_verifier_and_answer_changes() -> None:
         assert bad["prompt"] == example["prompt"] and bad["id"] != example["id"]
         first_wrong_positions.add(first_wrong)
     assert first_wrong_positions == {0, 1, 2}
+
+
+@pytest.mark.parametrize(("prompt", "steps", "expected"), [
+    # a slip, then steps that correctly use the wrong value
+    ("Q: 7+3*2-4=?\n", ["3*2=5", "7+5=12", "12-4=8"], [False, True, True]),
+    # a wrong step in the middle, then a right one from it
+    ("Q: 7+3*2-4=?\n", ["3*2=6", "7+6=14", "14-4=10"], [True, False, True]),
+    # a later step that is wrong again, given the wrong value
+    ("Q: 7+3*2-4=?\n", ["3*2=5", "7+5=13", "13-4=9"], [False, False, True]),
+    # a later step that ignores the written wrong value (uses the true one) is wrong given what came before
+    ("Q: 7+3*2-4=?\n", ["3*2=5", "7+6=13", "13-4=9"], [False, False, True]),
+    # reduced against precedence (right arithmetic, operator not ready), then consistent steps
+    ("Q: 7+3*2=?\n", ["7+3=10", "10*2=20"], [False, True]),
+    # a wrong operand (3*4 for 3*2), then the rest from its result
+    ("Q: 7+3*2-4=?\n", ["3*4=12", "7+12=19", "19-4=15"], [False, True, True]),
+    # ambiguous mistake: 1+1 too early, or 8+1 with a wrong left operand; the next step fits the second
+    ("Q: 8+1+1=?\n", ["1+1=2", "2+1=3"], [False, True]),
+    # all correct; an unparseable step loses the expression; a step after the end is wrong
+    ("Q: 7+3*2-4=?\n", ["3*2=6", "7+6=13", "13-4=9"], [True, True, True]),
+    ("Q: 7+3*2-4=?\n", ["3*2=6", "seven plus six", "13-4=9"], [True, False, False]),
+    ("Q: 5-1=?\n", ["5-1=4", "4+0=4"], [True, False]),
+])
+def test_local_step_verdicts_hand_built(prompt: str, steps: list[str], expected: list[bool]) -> None:
+    assert local_step_verdicts(prompt, steps) == expected
 
 
 def test_corrupted_steps_propagate_the_error() -> None:
@@ -323,8 +350,10 @@ def test_property_generated_examples_verify(seed: int, config: ArithmeticConfig)
 def test_property_corruption_is_caught_where_labelled(seed: int, rng_seed: int) -> None:
     example = generate(1, seed=seed)[0]
     bad = corrupt(example, random.Random(rng_seed))
-    assert verify_steps(bad, bad["steps"]) == [label == 1.0 for label in bad["step_labels"]]
-    assert 0.0 in bad["step_labels"]
+    assert local_step_verdicts(bad, bad["steps"]) == [label == 1.0 for label in bad["step_labels"]]
+    assert bad["step_labels"].count(0.0) == 1
+    first_wrong = bad["step_labels"].index(0.0)
+    assert verify_steps(bad, bad["steps"]) == [i < first_wrong for i in range(len(bad["steps"]))]
     assert not verify_answer(bad, bad["completion"])
 
 
