@@ -1,25 +1,31 @@
-"""Reasoning students compared on the bundled arithmetic task (``make reasoning``).
+"""Reasoning students compared on the bundled arithmetic task (``make reasoning``): a fair ablation.
 
 ``python -m training.reasoning_pipeline --config configs/reasoning.yaml --out runs/reasoning`` trains, on the
-same data and student shape:
+same data and student shape, **every student for ``train.steps`` optimizer steps and once per seed in
+``seeds``** (the training seed: init and data order; the data themselves come from ``seed`` and are shared):
 
 * ``no_cot``: answer-only completions (``<answer>9</answer>``), cross-entropy only (the bundled teacher
   always writes a chain of thought, so its token distributions do not fit answer-only sequences);
 * ``cot``: chain-of-thought completions, KD from the teacher + CE (CE alone without a teacher);
-* ``latent``: the CoT student continued through the latent curriculum (:mod:`training.latent_curriculum`):
-  at the final stage every step is reasoned in hidden states and only the answer is decoded;
-* ``process``: process-supervised KD (:mod:`training.distill_process`) on data where a share of the
-  solutions is corrupted and step-labelled;
+* ``latent``: the CoT run forked at ``steps - curriculum`` steps and continued through the latent curriculum
+  (:mod:`training.latent_curriculum`) for the rest of the budget; at the final stage every step is reasoned
+  in hidden states and only the answer is decoded;
+* ``cot_corrupted``: CoT (KD + CE) on the partly corrupted data (``process.corrupt_fraction``), step labels
+  unused: the fair baseline of the process students;
+* ``process``: process-supervised KD (:mod:`training.distill_process`) on the same data with its step labels;
+* ``process_judge``: the same with ``weights_from: judge``: step weights from a judge trained here
+  (:mod:`arbiter.judge_training`, once, shared by the seeds; its scores computed in batches up front);
 * int8: the CoT student quantized per channel (max-abs scales, ``plain``), against a twin run that shares
   its first ``qat.start_fraction`` of training and then trains quantization-aware (learned scales, ``qat``).
 
 Evaluation is greedy decoding on held-out prompts (never trained on, see :mod:`training.toy_data`):
 ``accuracy`` (right answer), ``step_accuracy`` (share of generated textual steps that verify as a derivation
-from the question; ``null`` for students that write no steps, with the reason in ``step_accuracy_note``),
-``mean_generated_tokens`` (decoded tokens after the prompt, eos included; for the latent student the tokens
-after ``<eot>``, with its latent positions reported separately). Writes ``OUT/report.json``, ``OUT/report.md``
-(the table, also printed), the student artifacts under ``OUT/students`` and the int8 exports under
-``OUT/int8``.
+from the question; ``null`` for students that write no steps), ``mean_generated_tokens`` (decoded tokens after
+the prompt, eos included; for the latent student the tokens after ``<eot>``, with its latent positions
+reported separately). ``OUT/report.json`` holds ``students.<name>.accuracy_mean`` / ``accuracy_std`` /
+``step_accuracy_mean`` / ``mean_generated_tokens`` (over the seeds, each seed's entry under ``per_seed``),
+the int8 means, the judge's metrics and ``acceptance`` (the targets of issue 17 on the means);
+``OUT/report.md`` has the table (also printed). Each seed's artifacts are under ``OUT/seed_<n>``.
 
 The teacher: ``teacher: assets/teacher`` is used when ``assets/teacher/manifest.json`` exists; otherwise (or
 with ``teacher: null``) every student trains from scratch with CE and a tokenizer trained on the task.
@@ -44,7 +50,13 @@ from training.data_adapter import eval_batches
 from training.evaluation import evaluate_loss
 from training.generation import generate, left_pad
 from training.kd_config import KDConfig, StudentShape
-from training.latent_curriculum import LatentCurriculumConfig, LatentTrainer, evaluate_latent, step_metrics
+from training.latent_curriculum import (
+    LatentCurriculumConfig,
+    LatentTrainer,
+    evaluate_latent,
+    step_metrics,
+    total_steps,
+)
 from training.latent_model import save_latent_student
 from training.model import Student
 from training.quant_qat_int8 import (
@@ -67,7 +79,8 @@ from training.tokenizer import DistilleryTokenizer
 from training.toy_data import task_examples, write_jsonl
 from training.trainer import KDTrainer
 
-STUDENTS = ("no_cot", "cot", "latent", "process")
+STUDENTS = ("no_cot", "cot", "latent", "cot_corrupted", "process", "process_judge")
+METRICS = ("accuracy", "step_accuracy", "mean_generated_tokens")
 
 
 class _Strict(BaseModel):
@@ -83,15 +96,31 @@ class DataSection(_Strict):
 
 
 class TrainSection(_Strict):
-    """Shared optimizer settings of the KD-trainer students, and each one's number of steps."""
+    """Shared optimizer settings of the KD-trainer students and the one budget every student gets.
+
+    ``steps``: optimizer steps of **every** student (no-CoT, CoT, CoT on corrupted data, both process
+    students, and the latent student, whose budget is ``steps - curriculum`` CoT steps, forked from the CoT
+    run, plus the curriculum's steps)."""
 
     batch_size: int = Field(32, gt=0)
     lr: float = Field(3e-3, gt=0)
     warmup_steps: int = Field(30, ge=0)
     min_lr_ratio: float = Field(0.1, ge=0, le=1)
-    cot_steps: int = Field(2000, gt=0)
-    no_cot_steps: int = Field(2000, gt=0)
-    process_steps: int = Field(2000, gt=0)
+    steps: int = Field(1200, gt=1)
+
+
+class JudgeSection(_Strict):
+    """The judge behind ``process_judge`` (trained once with :mod:`arbiter.judge_training`, shared by the
+    seeds; its step scores are computed in batches once and handed to the trainer as its step scorer)."""
+
+    seed: int = 0
+    train_pairs: int = Field(1000, gt=0)
+    pretrain_steps: int = Field(200, ge=0)
+    steps: int = Field(300, gt=0)
+    hidden_size: int = Field(48, gt=0)
+    intermediate_size: int = Field(128, gt=0)
+    num_hidden_layers: int = Field(2, gt=0)
+    mix: dict[str, float] = Field(default_factory=lambda: {"correct_vs_corrupt": 1.0})
 
 
 class KDSection(_Strict):
@@ -102,7 +131,6 @@ class KDSection(_Strict):
 
 
 class ProcessSection(_Strict):
-    enabled: bool = True
     corrupt_fraction: float = Field(0.5, ge=0, le=1, description="share of training examples given a wrong copy")
     unlikelihood_weight: float = Field(0.1, ge=0)
     wrong_weight: float = Field(1.0, ge=0)
@@ -118,7 +146,9 @@ class ReasoningConfig(_Strict):
 
     task: Literal["arithmetic"] = "arithmetic"
     teacher: str | None = Field("assets/teacher", description="teacher artifact; used only if its manifest exists")
-    seed: int = 0
+    seed: int = Field(0, description="data seed (train/held-out draws and the corrupted mix), fixed across seeds")
+    seeds: list[int] = Field(default_factory=lambda: [0, 1, 2], min_length=1,
+                             description="training seeds (init, data order); every student runs once per seed")
     num_threads: int | None = Field(1, gt=0, description="torch CPU threads (1 on shared machines)")
     data: DataSection = DataSection()
     student: StudentShape = StudentShape()
@@ -126,6 +156,7 @@ class ReasoningConfig(_Strict):
     kd: KDSection = KDSection()
     latent: LatentCurriculumConfig = LatentCurriculumConfig(steps_per_stage=500)
     process: ProcessSection = ProcessSection()
+    judge: JudgeSection = JudgeSection()
     qat: QATConfig = QATConfig()
     eval: EvalSection = EvalSection()
 
@@ -204,12 +235,12 @@ def build_tokenizer(cfg: ReasoningConfig, teacher: str | None, out: Path) -> tup
 
 
 def kd_run_config(cfg: ReasoningConfig, out_dir: Path, tokenizer_dir: str, teacher: str | None, train_file: str,
-                  val_file: str, max_steps: int, **extra: Any) -> dict[str, Any]:
+                  val_file: str, max_steps: int, seed: int = 0, **extra: Any) -> dict[str, Any]:
     """A KD config (as a dict) for one student run of the shared budget."""
     t = cfg.train
     return {
         "out_dir": str(out_dir),
-        "seed": cfg.seed,
+        "seed": seed,
         "tokenizer": tokenizer_dir,
         "task": cfg.task,
         "student": cfg.student.model_dump(),
@@ -239,57 +270,136 @@ def train_kd_student(cfg_dict: dict[str, Any]) -> tuple[Student, dict[str, Any]]
         "steps": result.step, "wall_seconds": round(result.wall_seconds, 1), "student_dir": str(result.student_dir)}
 
 
-def train_cot_with_qat_twin(cfg: ReasoningConfig, base: dict[str, Any], out: Path
-                            ) -> tuple[Student, dict[str, Any], Student, dict[str, Any]]:
-    """The CoT student and its QAT twin: one run to the QAT start step, checkpointed; then the plain run and
-    the QAT run (:class:`~training.quant_qat_int8.QATHook`) both continue from that checkpoint (same data
-    order, same schedule). Returns (plain student, summary, QAT student (QAT modules on), summary)."""
+def latent_cot_steps(cfg: ReasoningConfig) -> int:
+    """CoT steps before the latent curriculum, so that CoT + curriculum = ``train.steps``."""
+    lc = cfg.latent
+    curriculum = total_steps(lc.first_stage, lc.max_stage, lc.stage_steps(cfg.data.train))
+    if curriculum >= cfg.train.steps:
+        raise ValueError(f"the latent curriculum takes {curriculum} steps, not less than train.steps "
+                         f"({cfg.train.steps}); lower latent.steps_per_stage")
+    return cfg.train.steps - curriculum
+
+
+def train_cot_forks(cfg: ReasoningConfig, base: dict[str, Any], out: Path, latent_fork: int
+                    ) -> tuple[Student, dict[str, Any], Student, dict[str, Any], Student]:
+    """The CoT run, with two forks of the same trajectory (same data order and schedule up to the fork):
+
+    * at ``latent_fork`` its weights start the latent curriculum (the latent student's CoT stage);
+    * at the QAT start step (``qat.start_fraction``) a checkpoint is copied and a twin continues from it
+      quantization-aware (:class:`~training.quant_qat_int8.QATHook`).
+
+    Returns (CoT student, summary, QAT student (QAT modules on), summary, latent init).
+    """
     max_steps = base["optim"]["max_steps"]
-    start = min(qat_start_step(max_steps, cfg.qat.start_fraction), max_steps - 1)  # at least one QAT step
+    qat_start = min(qat_start_step(max_steps, cfg.qat.start_fraction), max_steps - 1)  # at least one QAT step
+    if not 0 < latent_fork < max_steps:
+        raise ValueError(f"latent fork {latent_fork} outside 1..{max_steps - 1}")
     started = time.perf_counter()
-    shared_wall = 0.0
-    qat_cfg = {**base, "out_dir": str(out / "runs" / "cot_qat")}
-    if start > 0:
-        first = KDTrainer(KDConfig.model_validate({**base, "resume": "never"}), stop_after_steps=start).train()
-        if first.checkpoint is None or first.step != start:
-            raise RuntimeError(f"the shared CoT run stopped at step {first.step}, expected {start}")
-        fork = out / "runs" / "qat_fork" / first.checkpoint.name
-        if fork.exists():
-            shutil.rmtree(fork)
-        shutil.copytree(first.checkpoint, fork)
-        shared_wall = time.perf_counter() - started
-        plain_cfg = {**base, "resume": str(fork)}
-        qat_cfg["resume"] = str(fork)
-    else:
-        plain_cfg = base
-    plain_student, plain_info = train_kd_student(plain_cfg)
+    forks = sorted({latent_fork, qat_start} - {0})
+    resume: str = "never"
+    done = 0
+    latent_init: Student | None = None
+    qat_resume: str | None = None
+    for fork in forks:
+        trainer = KDTrainer(KDConfig.model_validate({**base, "resume": resume}), stop_after_steps=fork - done)
+        first = trainer.train()
+        if first.checkpoint is None or first.step != fork:
+            raise RuntimeError(f"the CoT run stopped at step {first.step}, expected {fork}")
+        copy = out / "runs" / f"cot_fork_{fork}" / first.checkpoint.name
+        if copy.exists():
+            shutil.rmtree(copy)
+        shutil.copytree(first.checkpoint, copy)
+        if fork == latent_fork:
+            latent_init = clone_student(trainer.student)
+        if fork == qat_start:
+            qat_resume = str(copy)
+        resume, done = str(copy), fork
+    shared_wall = time.perf_counter() - started
+    plain_student, plain_info = train_kd_student({**base, "resume": resume})
     plain_info["wall_seconds"] = round(plain_info["wall_seconds"] + shared_wall, 1)
-    hook = QATHook(start, learn_scales=cfg.qat.learn_scales)
+    hook = QATHook(qat_start, learn_scales=cfg.qat.learn_scales)
+    qat_cfg = {**base, "out_dir": str(Path(base["out_dir"]).parent / "cot_qat"), "resume": qat_resume or "never"}
     trainer = KDTrainer(KDConfig.model_validate(qat_cfg), hooks=[hook])
     result = trainer.train()
     if result.student_dir is None or hook.enabled_at is None:
         raise RuntimeError(f"the QAT run ended with status {result.status} (QAT enabled at {hook.enabled_at})")
     qat_student = trainer.student.eval()
     qat_info = {"steps": result.step, "qat_steps": result.step - hook.enabled_at, "qat_start_step": hook.enabled_at,
-                "shared_steps": start, "wall_seconds": round(result.wall_seconds, 1),
+                "shared_steps": qat_start, "wall_seconds": round(result.wall_seconds, 1),
                 "student_dir": str(result.student_dir), "scale_drift": round(scale_drift(qat_student), 5)}
-    return plain_student, plain_info, qat_student, qat_info
+    assert latent_init is not None
+    return plain_student, plain_info, qat_student, qat_info, latent_init
 
 
-def train_process(cfg: ReasoningConfig, out: Path, tokenizer_dir: str, teacher: str | None,
-                  paths: Mapping[str, str]) -> tuple[Student, dict[str, Any]]:
-    """The process-supervised student (:func:`training.distill_process.train_process_student`)."""
+def clone_student(model: Student) -> Student:
+    """A detached copy of ``model`` (same config and weights, training mode)."""
+    twin = Student(model.config)
+    twin.load_state_dict(model.state_dict())
+    return twin.train()
+
+
+def train_process(cfg: ReasoningConfig, out_dir: Path, tokenizer_dir: str, teacher: str | None,
+                  paths: Mapping[str, str], seed: int, step_scorer: Callable[[str, list[str]], list[float]] | None
+                  = None) -> tuple[Student, dict[str, Any]]:
+    """A process-supervised student (:func:`training.distill_process.train_process_student`): step weights
+    from the data's labels, or with ``step_scorer`` from a judge (``weights_from: judge``)."""
     from training.distill_process import train_process_student
 
-    base = kd_run_config(cfg, out / "runs" / "process", tokenizer_dir, teacher, paths["process_train"],
-                         paths["val"], cfg.train.process_steps)
+    base = kd_run_config(cfg, out_dir, tokenizer_dir, teacher, paths["process_train"], paths["val"],
+                         cfg.train.steps, seed)
     base["process"] = {"unlikelihood_weight": cfg.process.unlikelihood_weight,
-                       "wrong_weight": cfg.process.wrong_weight}
-    result = train_process_student(base)
+                       "wrong_weight": cfg.process.wrong_weight,
+                       "weights_from": "judge" if step_scorer is not None else "labels"}
+    result = train_process_student(base, step_scorer=step_scorer)
     if result.student_dir is None:
         raise RuntimeError(f"process training ended with status {result.status}")
     return Student.from_pretrained(str(result.student_dir)), {
         "steps": result.step, "wall_seconds": round(result.wall_seconds, 1), "student_dir": str(result.student_dir)}
+
+
+def train_step_judge(cfg: ReasoningConfig, out: Path) -> tuple[Path, dict[str, Any]]:
+    """Train the judge behind ``process_judge`` (:func:`arbiter.judge_training.train.train_judge`); returns its
+    artifact directory and the headline metrics of its report."""
+    from arbiter.judge_training.config import JudgeTrainConfig
+    from arbiter.judge_training.train import train_judge
+
+    j = cfg.judge
+    judge_cfg = JudgeTrainConfig.model_validate({
+        "seed": j.seed, "num_threads": cfg.num_threads or 1, "out_dir": str(out),
+        "backbone": {"hidden_size": j.hidden_size, "intermediate_size": j.intermediate_size,
+                     "num_hidden_layers": j.num_hidden_layers, "num_attention_heads": 4, "num_key_value_heads": 2,
+                     "max_position_embeddings": 128},
+        "data": {"train": j.train_pairs, "val": 60, "test": 120, "max_length": 96, "mix": j.mix},
+        "pretrain": {"steps": j.pretrain_steps, "batch_size": 32, "lr": 5e-3, "warmup_steps": 20},
+        "optim": {"max_steps": j.steps, "batch_pairs": 16, "lr": 3e-3, "warmup_steps": 10},
+        "eval": {"every": j.steps, "batch_pairs": 64}})
+    threads = torch.get_num_threads()
+    try:
+        report = train_judge(judge_cfg)
+    finally:
+        torch.set_num_threads(threads)
+    keep = ("pairwise_accuracy", "step_auroc", "wall_seconds")
+    return out / "judge", {k: report[k] for k in keep}
+
+
+def judge_step_scores(judge_dir: Path, examples: Sequence[Mapping[str, Any]], batch_size: int = 128
+                      ) -> dict[tuple[str, tuple[str, ...]], list[float]]:
+    """The judge's step scores of every example, in batches: {(prompt, steps): scores}."""
+    from arbiter.judge import Judge
+
+    judge = Judge.load(judge_dir, batch_size=batch_size)
+    keys = list(dict.fromkeys((str(e["prompt"]), tuple(str(s) for s in e["steps"])) for e in examples if e["steps"]))
+    verdicts = judge.score_steps_batch([k[0] for k in keys], [list(k[1]) for k in keys])
+    return {key: list(v.scores) for key, v in zip(keys, verdicts, strict=True)}
+
+
+def lookup_scorer(scores: Mapping[tuple[str, tuple[str, ...]], list[float]]) -> Callable[[str, list[str]], list[float]]:
+    """A ``(prompt, steps) -> scores`` step scorer over precomputed judge scores (``KeyError`` if unseen)."""
+
+    def score(prompt: str, steps: list[str]) -> list[float]:
+        return list(scores[(prompt, tuple(steps))])
+
+    return score
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -400,25 +510,93 @@ def _fmt(value: Any, digits: int = 3) -> str:
     return str(value)
 
 
-def format_table(report: Mapping[str, Any]) -> str:
-    """The Markdown tables of a report."""
-    lines = ["| student | accuracy | step_accuracy | mean_generated_tokens | latent positions | train steps |",
-             "| --- | ---: | ---: | ---: | ---: | ---: |"]
+def mean_std(values: Sequence[float | None]) -> tuple[float | None, float | None]:
+    """Mean and sample standard deviation (0.0 for one value) of the non-null values; (None, None) if none."""
+    xs = [float(v) for v in values if v is not None]
+    if not xs:
+        return None, None
+    mean = sum(xs) / len(xs)
+    std = (sum((x - mean) ** 2 for x in xs) / (len(xs) - 1)) ** 0.5 if len(xs) > 1 else 0.0
+    return mean, std
+
+
+def aggregate(per_seed: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
+    """``students.<name>``: ``accuracy_mean``, ``accuracy_std``, ``step_accuracy_mean`` (``None`` when no seed
+    wrote steps), ``step_accuracy_std``, ``mean_generated_tokens`` (mean over seeds), ``train_steps`` and
+    ``per_seed`` (each seed's full entry)."""
+    out: dict[str, Any] = {}
     for name in STUDENTS:
-        entry = report["students"].get(name)
-        if entry is None:
+        entries = [run["students"][name] for run in per_seed if name in run["students"]]
+        if not entries:
+            continue
+        acc_mean, acc_std = mean_std([e["accuracy"] for e in entries])
+        step_mean, step_std = mean_std([e["step_accuracy"] for e in entries])
+        tokens, _ = mean_std([e["mean_generated_tokens"] for e in entries])
+        out[name] = {"accuracy_mean": acc_mean, "accuracy_std": acc_std, "step_accuracy_mean": step_mean,
+                     "step_accuracy_std": step_std, "mean_generated_tokens": tokens,
+                     "train_steps": sorted({int(e["train"]["steps"]) for e in entries}),
+                     "seeds": [run["seed"] for run in per_seed if name in run["students"]],
+                     "per_seed": entries}
+        if "mean_latent_positions" in entries[0]:
+            out[name]["mean_latent_positions"] = mean_std([e["mean_latent_positions"] for e in entries])[0]
+    return out
+
+
+def aggregate_int8(per_seed: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
+    """Mean and std over seeds of the int8 accuracies and test losses (plain and QAT)."""
+    out: dict[str, Any] = {}
+    for name in ("plain", "qat"):
+        runs = [run["int8"][name] for run in per_seed]
+        entry: dict[str, Any] = {}
+        for key in ("accuracy", "fp32_accuracy", "drop_vs_plain_fp32", "test_loss", "test_loss_increase_vs_plain_fp32"):
+            entry[f"{key}_mean"], entry[f"{key}_std"] = mean_std([r[key] for r in runs])
+        out[name] = entry
+    return out
+
+
+def acceptance(students: Mapping[str, Any]) -> dict[str, Any]:
+    """The issue's targets on the seed means (``None`` where a student is missing)."""
+    def get(name: str, key: str) -> float | None:
+        return students.get(name, {}).get(key)
+
+    latent, no_cot, cot = get("latent", "accuracy_mean"), get("no_cot", "accuracy_mean"), get("cot", "accuracy_mean")
+    checks: dict[str, Any] = {}
+    if latent is not None and no_cot is not None and cot is not None:
+        checks["latent_ge_no_cot_plus_0.15"] = latent >= no_cot + 0.15
+        checks["latent_ge_0.9_cot"] = latent >= 0.9 * cot
+        checks["latent_tokens_le_third_of_cot"] = (get("latent", "mean_generated_tokens") or 0.0) <= (
+            (get("cot", "mean_generated_tokens") or 0.0) / 3)
+    process, corrupted = get("process", "accuracy_mean"), get("cot_corrupted", "accuracy_mean")
+    if process is not None and corrupted is not None:
+        low = process - (get("process", "accuracy_std") or 0.0)
+        high = corrupted + (get("cot_corrupted", "accuracy_std") or 0.0)
+        checks["process_ge_cot_corrupted_plus_0.05"] = process >= corrupted + 0.05
+        checks["process_cot_corrupted_1std_disjoint"] = low > high
+    return checks
+
+
+def format_table(report: Mapping[str, Any]) -> str:
+    """The Markdown tables of a report (means ± std over the seeds)."""
+    n = len(report["seeds"])
+    lines = [f"| student | accuracy (mean ± std, {n} seeds) | step_accuracy | mean_generated_tokens | "
+             "latent positions | train steps |", "| --- | ---: | ---: | ---: | ---: | ---: |"]
+    for name in STUDENTS:
+        e = report["students"].get(name)
+        if e is None:
             lines.append(f"| {name} | not run | | | | |")
             continue
-        lines.append(f"| {name} | {_fmt(entry['accuracy'])} | {_fmt(entry['step_accuracy'])} | "
-                     f"{_fmt(entry['mean_generated_tokens'], 1)} | {_fmt(entry.get('mean_latent_positions', 0.0), 1)} "
-                     f"| {entry['train']['steps']} |")
+        step = "n/a" if e["step_accuracy_mean"] is None else f"{e['step_accuracy_mean']:.3f}"
+        lines.append(f"| {name} | {e['accuracy_mean']:.3f} ± {e['accuracy_std']:.3f} | {step} | "
+                     f"{e['mean_generated_tokens']:.1f} | {_fmt(e.get('mean_latent_positions', 0.0), 1)} | "
+                     f"{'/'.join(str(x) for x in e['train_steps'])} |")
     int8 = report["int8"]
-    lines += ["", "| CoT student int8 | int8 accuracy | own fp32 accuracy | drop vs plain fp32 | int8 test loss | "
-              "test loss increase vs plain fp32 |", "| --- | ---: | ---: | ---: | ---: | ---: |"]
+    lines += ["", "| CoT student int8 | int8 accuracy | drop vs plain fp32 | int8 test loss | "
+              "test loss increase vs plain fp32 |", "| --- | ---: | ---: | ---: | ---: |"]
     for name in ("plain", "qat"):
         e = int8[name]
-        lines.append(f"| {name} | {_fmt(e['accuracy'])} | {_fmt(e['fp32_accuracy'])} | {_fmt(e['drop_vs_plain_fp32'])} "
-                     f"| {e['test_loss']:.4f} | {e['test_loss_increase_vs_plain_fp32']:+.4f} |")
+        lines.append(f"| {name} | {e['accuracy_mean']:.3f} ± {e['accuracy_std']:.3f} | "
+                     f"{e['drop_vs_plain_fp32_mean']:+.3f} | {e['test_loss_mean']:.4f} | "
+                     f"{e['test_loss_increase_vs_plain_fp32_mean']:+.4f} |")
     return "\n".join(lines)
 
 
@@ -427,97 +605,112 @@ def format_table(report: Mapping[str, Any]) -> str:
 # ---------------------------------------------------------------------------------------------------------
 
 
-def run_pipeline(cfg: ReasoningConfig, out: Path, log: Callable[[str], None] = print) -> dict[str, Any]:
-    """Train and evaluate every student; write ``out/report.json`` and ``out/report.md``."""
-    started = time.perf_counter()
-    if cfg.num_threads:
-        torch.set_num_threads(cfg.num_threads)
-    torch.manual_seed(cfg.seed)
-    out.mkdir(parents=True, exist_ok=True)
+def run_seed(cfg: ReasoningConfig, seed: int, out: Path, tokenizer: DistilleryTokenizer, tokenizer_dir: str,
+             teacher: str | None, data: Mapping[str, Any], step_scorer: Callable[[str, list[str]], list[float]],
+             log: Callable[[str], None]) -> dict[str, Any]:
+    """Every student once with training seed ``seed`` (``train.steps`` optimizer steps each) and the int8
+    comparison; returns {'seed', 'students', 'int8', 'timings_seconds', 'qat'}."""
+    torch.manual_seed(seed)
+    paths, test, ev, steps = data["paths"], data["test"], cfg.eval, cfg.train.steps
     timings: dict[str, float] = {}
-
-    def lap(name: str, since: float) -> float:
-        timings[name] = round(time.perf_counter() - since, 1)
-        return time.perf_counter()
-
     t = time.perf_counter()
-    teacher, teacher_note = resolve_teacher(cfg.teacher)
-    tokenizer, tokenizer_dir = build_tokenizer(cfg, teacher, out)
-    data = prepare_data(cfg, out)
-    paths, test = data["paths"], data["test"]
-    log(f"[1/6] {teacher_note}; data {data['counts']}")
-    t = lap("data", t)
-    ev = cfg.eval
+
+    def lap(name: str) -> None:
+        nonlocal t
+        timings[name] = round(time.perf_counter() - t, 1)
+        t = time.perf_counter()
 
     def evaluate(model: Student) -> dict[str, Any]:
         return evaluate_text_student(model, tokenizer, test, ev.max_new_tokens, ev.batch_size)
 
+    kd_loss = "KD + CE" if teacher else "cross-entropy"
     students: dict[str, dict[str, Any]] = {}
     runs = out / "runs"
     if runs.exists():  # the trainers' work area: a rerun starts fresh (their checkpoints must not mix)
         shutil.rmtree(runs)
-    log(f"[2/6] no-CoT student ({cfg.train.no_cot_steps} steps, cross-entropy only)")
+    log(f"[seed {seed}] no-CoT ({steps} steps, cross-entropy on answer-only completions)")
     no_cot, info = train_kd_student(kd_run_config(cfg, runs / "no_cot", tokenizer_dir, None, paths["no_cot_train"],
-                                                  paths["no_cot_val"], cfg.train.no_cot_steps))
+                                                  paths["no_cot_val"], steps, seed))
     students["no_cot"] = {**evaluate(no_cot), "train": {**info, "loss": "cross-entropy (answer only)"},
                           "step_accuracy_note": STEP_NOTES["no_cot"]}
-    t = lap("no_cot", t)
+    lap("no_cot")
 
-    log(f"[3/6] CoT student ({cfg.train.cot_steps} steps) and its QAT twin (QAT from "
-        f"{qat_start_step(cfg.train.cot_steps, cfg.qat.start_fraction)})")
-    base = kd_run_config(cfg, runs / "cot", tokenizer_dir, teacher, paths["cot_train"], paths["val"],
-                         cfg.train.cot_steps)
-    cot, cot_info, qat_model, qat_info = train_cot_with_qat_twin(cfg, base, out)
-    students["cot"] = {**evaluate(cot), "train": {**cot_info, "loss": "KD + CE" if teacher else "cross-entropy"}}
-    t = lap("cot_and_qat", t)
+    fork = latent_cot_steps(cfg)
+    log(f"[seed {seed}] CoT ({steps} steps; the latent student forks at {fork}, the QAT twin at "
+        f"{qat_start_step(steps, cfg.qat.start_fraction)})")
+    base = kd_run_config(cfg, runs / "cot", tokenizer_dir, teacher, paths["cot_train"], paths["val"], steps, seed)
+    cot, cot_info, qat_model, qat_info, latent_init = train_cot_forks(cfg, base, out, fork)
+    students["cot"] = {**evaluate(cot), "train": {**cot_info, "loss": kd_loss}}
+    lap("cot_and_qat")
 
-    lc = cfg.latent
-    log(f"[4/6] latent curriculum from the CoT student: stages {lc.first_stage}..{lc.max_stage}, "
-        f"c={lc.latents_per_step}")
-    latent_init = Student.from_pretrained(cot_info["student_dir"]).train()
+    lc = cfg.latent.model_copy(update={"seed": seed})
+    log(f"[seed {seed}] latent: {fork} CoT steps then stages {lc.first_stage}..{lc.max_stage} "
+        f"({lc.stage_steps(len(data['train']))} steps each, c={lc.latents_per_step})")
     latent_result = LatentTrainer(lc, latent_init, tokenizer, data["train"], log=log).train()
     latent_dir = save_latent_student(latent_result.student, out / "students" / "latent", tokenizer=tokenizer,
                                      card={"name": "distillery-latent-student",
                                            "description": "CoT student continued through a Coconut curriculum."})
     latent_eval = evaluate_latent(latent_result.student, tokenizer, test, ev.max_new_tokens, ev.batch_size)
     students["latent"] = {**latent_eval, "step_accuracy_note": STEP_NOTES["latent"], "train": {
-        "steps": latent_result.steps, "wall_seconds": round(latent_result.wall_seconds, 1),
-        "init": "the CoT student", "cot_steps_before": cot_info["steps"], "stages": latent_result.stages,
-        "student_dir": str(latent_dir), "loss": "cross-entropy after <eot>"}}
-    t = lap("latent", t)
+        "steps": fork + latent_result.steps, "cot_steps": fork, "curriculum_steps": latent_result.steps,
+        "wall_seconds": round(latent_result.wall_seconds, 1), "init": f"the CoT run at step {fork}",
+        "stages": latent_result.stages, "student_dir": str(latent_dir), "loss": "cross-entropy after <eot>"}}
+    lap("latent")
 
-    process_note = None
-    if cfg.process.enabled:
-        log(f"[5/6] process-supervised student ({cfg.train.process_steps} steps)")
-        process, process_info = train_process(cfg, out, tokenizer_dir, teacher, paths)
-        students["process"] = {**evaluate(process), "train": {
-            **process_info, "loss": ("KD + CE" if teacher else "CE") + " with per-token process weights",
+    log(f"[seed {seed}] CoT on the corrupted data, no step labels ({steps} steps)")
+    corrupted, info = train_kd_student(kd_run_config(cfg, runs / "cot_corrupted", tokenizer_dir, teacher,
+                                                     paths["process_train"], paths["val"], steps, seed))
+    students["cot_corrupted"] = {**evaluate(corrupted), "train": {
+        **info, "loss": kd_loss + " on the corrupted mix (step labels unused)",
+        "wrong_solutions": data["counts"]["process_wrong"]}}
+    lap("cot_corrupted")
+
+    for name, scorer, source in (("process", None, "the data's step labels"),
+                                 ("process_judge", step_scorer, "a trained judge's step scores")):
+        log(f"[seed {seed}] {name}: process supervision with {source} ({steps} steps)")
+        model, info = train_process(cfg, runs / name, tokenizer_dir, teacher, paths, seed, scorer)
+        students[name] = {**evaluate(model), "train": {
+            **info, "loss": f"{kd_loss} with per-token process weights from {source}",
             "wrong_solutions": data["counts"]["process_wrong"]}}
-        t = lap("process", t)
-    else:
-        process_note = "process.enabled is false in the config"
+        lap(name)
 
-    log("[6/6] int8: plain vs QAT")
     int8 = int8_report(cot, qat_model, students["cot"]["accuracy"], tokenizer, test, paths["test"], cfg, out)
     int8["qat"]["train"] = qat_info
-    lap("int8", t)
+    lap("int8")
+    return {"seed": seed, "students": students, "int8": int8, "timings_seconds": timings,
+            "params": no_cot.num_parameters()}
 
+
+def run_pipeline(cfg: ReasoningConfig, out: Path, log: Callable[[str], None] = print) -> dict[str, Any]:
+    """Train and evaluate every student for every seed; write ``out/report.json`` and ``out/report.md``."""
+    started = time.perf_counter()
+    if cfg.num_threads:
+        torch.set_num_threads(cfg.num_threads)
+    out.mkdir(parents=True, exist_ok=True)
+    teacher, teacher_note = resolve_teacher(cfg.teacher)
+    tokenizer, tokenizer_dir = build_tokenizer(cfg, teacher, out)
+    data = prepare_data(cfg, out)
+    log(f"{teacher_note}; data {data['counts']}; seeds {cfg.seeds}; {cfg.train.steps} steps per student")
+    t = time.perf_counter()
+    judge_dir, judge_info = train_step_judge(cfg, out / "judge")
+    process_rows = [json.loads(line) for line in Path(data["paths"]["process_train"]).read_text().splitlines()]
+    scores = judge_step_scores(judge_dir, process_rows)
+    judge_info["scoring_seconds"] = round(time.perf_counter() - t - judge_info["wall_seconds"], 1)
+    judge_info["dir"] = str(judge_dir)
+    log(f"judge: pairwise accuracy {judge_info['pairwise_accuracy']:.3f}, step AUROC {judge_info['step_auroc']}")
+    per_seed = [run_seed(cfg, seed, out / f"seed_{seed}", tokenizer, tokenizer_dir, teacher, data,
+                         lookup_scorer(scores), log) for seed in cfg.seeds]
+    students = aggregate(per_seed)
+    int8 = aggregate_int8(per_seed)
     report: dict[str, Any] = {
         "task": cfg.task, "teacher": teacher, "teacher_note": teacher_note, "data": data["counts"],
-        "params": no_cot.num_parameters(), "students": students, "int8": int8,
-        "comparisons": {
-            "latent_fewer_tokens_than_cot": students["latent"]["mean_generated_tokens"]
-            < students["cot"]["mean_generated_tokens"],
-            "accuracy": {k: v["accuracy"] for k, v in students.items()},
-            "int8_qat_loses_less": int8["qat_loses_less"],
-            "int8_qat_lower_test_loss": int8["qat_lower_int8_test_loss"],
-        },
-        "timings_seconds": timings, "threads": torch.get_num_threads(),
-        "total_train_steps": sum(int(v["train"]["steps"]) for v in students.values())
-        + int(qat_info["qat_steps"]),
+        "seeds": list(cfg.seeds), "steps_per_student": cfg.train.steps,
+        "params": per_seed[0]["params"],
+        "students": students, "int8": int8, "judge": judge_info, "acceptance": acceptance(students),
+        "per_seed_timings_seconds": {str(r["seed"]): r["timings_seconds"] for r in per_seed},
+        "per_seed_int8": {str(r["seed"]): r["int8"] for r in per_seed},
+        "threads": torch.get_num_threads(),
     }
-    if process_note:
-        report["process_note"] = process_note
     report["wall_seconds"] = round(time.perf_counter() - started, 1)
     (out / "report.json").write_text(json.dumps(report, indent=2, sort_keys=True) + "\n")
     (out / "report.md").write_text(format_table(report) + "\n")
@@ -543,9 +736,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     print()
     print(format_table(report))
     print()
-    comp = report["comparisons"]
-    print(f"latent student generates fewer tokens than CoT: {comp['latent_fewer_tokens_than_cot']}; "
-          f"int8 after QAT loses less than plain int8: {comp['int8_qat_loses_less']}")
+    print(f"acceptance: {json.dumps(report['acceptance'])}")
     print(f"report: {Path(args.out) / 'report.json'}; wall {report['wall_seconds']}s")
     return 0
 

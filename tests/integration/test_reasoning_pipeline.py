@@ -22,11 +22,14 @@ def tiny_config(teacher: str | None) -> dict:
     return {
         "teacher": teacher,
         "num_threads": 1,
+        "seeds": [0, 1],
         "data": {"train": 96, "val": 8, "test": 12, "max_length": 80},
         "student": {"hidden_size": 32, "intermediate_size": 64, "num_hidden_layers": 1, "num_attention_heads": 4,
                     "num_key_value_heads": 2, "max_position_embeddings": 96},
-        "train": {"batch_size": 8, "warmup_steps": 1, "cot_steps": 8, "no_cot_steps": 4, "process_steps": 4},
+        "train": {"batch_size": 8, "warmup_steps": 1, "steps": 10},
         "latent": {"steps_per_stage": 2, "batch_size": 8, "log_every": 1000},
+        "judge": {"train_pairs": 40, "pretrain_steps": 2, "steps": 3, "hidden_size": 32, "intermediate_size": 64,
+                  "num_hidden_layers": 1},
         "qat": {"start_fraction": 0.5},
         "eval": {"max_new_tokens": 16, "batch_size": 12},
     }
@@ -40,35 +43,48 @@ def test_pipeline_writes_the_report(tmp_path: Path, capsys: pytest.CaptureFixtur
     assert main(["--config", str(config), "--out", str(out)]) == 0
     report = json.loads((out / "report.json").read_text())
     assert report["teacher"] == str(setup["teacher"]) and report["teacher_note"].startswith("KD from")
+    assert report["seeds"] == [0, 1] and report["steps_per_student"] == 10
+    assert set(report["students"]) == set(STUDENTS) == {
+        "no_cot", "cot", "latent", "cot_corrupted", "process", "process_judge"}
     for name in STUDENTS:
         entry = report["students"][name]
-        for key in ("accuracy", "step_accuracy", "mean_generated_tokens"):
-            assert key in entry
-        assert 0.0 <= entry["accuracy"] <= 1.0 and entry["mean_generated_tokens"] > 0
-    assert report["students"]["no_cot"]["step_accuracy"] is None
-    assert report["students"]["latent"]["mean_latent_positions"] == 3.0
-    assert report["students"]["latent"]["train"]["steps"] == 6
-    assert report["students"]["cot"]["train"]["loss"] == "KD + CE"
+        for key in ("accuracy_mean", "accuracy_std", "step_accuracy_mean", "mean_generated_tokens"):
+            assert key in entry, (name, key)
+        assert 0.0 <= entry["accuracy_mean"] <= 1.0 and entry["accuracy_std"] >= 0.0
+        assert entry["mean_generated_tokens"] > 0
+        # equal optimizer steps: every student, every seed
+        assert entry["train_steps"] == [10] and len(entry["per_seed"]) == 2
+        accs = [e["accuracy"] for e in entry["per_seed"]]
+        assert entry["accuracy_mean"] == pytest.approx(sum(accs) / 2)
+    assert report["students"]["no_cot"]["step_accuracy_mean"] is None
+    latent = report["students"]["latent"]
+    assert latent["mean_latent_positions"] == 3.0
+    assert [e["train"]["cot_steps"] + e["train"]["curriculum_steps"] for e in latent["per_seed"]] == [10, 10]
+    assert latent["per_seed"][0]["train"]["curriculum_steps"] == 6
+    assert report["students"]["cot"]["per_seed"][0]["train"]["loss"] == "KD + CE"
+    assert "judge" in report["students"]["process_judge"]["per_seed"][0]["train"]["loss"]
+    assert 0.0 <= report["judge"]["pairwise_accuracy"] <= 1.0
+    assert set(report["acceptance"]) >= {"latent_ge_no_cot_plus_0.15", "process_ge_cot_corrupted_plus_0.05"}
     for name in ("plain", "qat"):
-        assert 0.0 <= report["int8"][name]["accuracy"] <= 1.0
-        state = load_int8(report["int8"][name]["export"])
+        assert 0.0 <= report["int8"][name]["accuracy_mean"] <= 1.0
+        seed0 = report["per_seed_int8"]["0"][name]
+        state = load_int8(seed0["export"])
         assert state["model.layers.0.mlp.down_proj.weight"].dtype == torch.int8
         assert dequantize(state)["model.layers.0.mlp.down_proj.weight"].dtype == torch.float32
-    qat = report["int8"]["qat"]
-    assert qat["train"]["qat_start_step"] == 4 and qat["train"]["qat_steps"] == 4
+    qat = report["per_seed_int8"]["0"]["qat"]
+    assert qat["train"]["qat_start_step"] == 5 and qat["train"]["qat_steps"] == 5
     assert qat["roundtrip_max_abs_logit_diff"] < 1e-4
-    assert isinstance(report["comparisons"]["latent_fewer_tokens_than_cot"], bool)
     table = (out / "report.md").read_text()
-    assert "| latent |" in table and "| qat |" in table
+    assert "| latent |" in table and "| process_judge |" in table and "| qat |" in table
     assert table.strip() in capsys.readouterr().out
-    latent = load_latent_student(report["students"]["latent"]["train"]["student_dir"])
-    assert latent.spec.num_latents == 3 and latent.spec.feedback == "post_norm"
+    spec = load_latent_student(latent["per_seed"][0]["train"]["student_dir"]).spec
+    assert spec.num_latents == 3 and spec.feedback == "post_norm"
     # a rerun into the same directory starts its trainers fresh (no stale checkpoint is resumed)
     assert main(["--config", str(config), "--out", str(out)]) == 0
     again = json.loads((out / "report.json").read_text())
-    assert again["int8"]["qat"]["train"]["qat_start_step"] == 4
-    assert again["students"]["cot"]["train"]["steps"] == 8
-    assert again["students"]["cot"]["accuracy"] == report["students"]["cot"]["accuracy"]
+    assert again["per_seed_int8"]["0"]["qat"]["train"]["qat_start_step"] == 5
+    assert again["students"]["cot"]["train_steps"] == [10]
+    assert again["students"]["cot"]["accuracy_mean"] == report["students"]["cot"]["accuracy_mean"]
 
 
 def test_teacher_is_used_only_when_its_manifest_exists(tmp_path: Path) -> None:
