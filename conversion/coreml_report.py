@@ -47,10 +47,13 @@ class Checks(BaseModel):
     (:func:`conversion.criteria.fp16_tolerance`), applied to prefill and decode relative errors
     (``prefill_tolerance`` / ``decode_tolerance`` are the tolerances applied).
 
-    ``ane_rewrite_rel_error`` (max|Δ| / max|ref| of the fp32 rewrite against the student) is checked
-    against ``ane_rewrite_tolerance``; ``ane_rewrite_max_abs_error`` is context. ``kl_per_token`` is the
-    larger of ``prefill_kl_per_token`` and ``decode_kl_per_token``, each the mean KL(reference ||
-    program) in nats over the compared positions, checked against ``kl_tolerance``.
+    ``ane_rewrite_rel_error`` (max|Δ| / max|ref| of the rewrite against the student, both in float64:
+    the rewrite's algebra, :func:`conversion.convert_coreml.exact_rewrite_errors`) is checked against
+    ``ane_rewrite_tolerance``; ``ane_rewrite_max_abs_error`` (same comparison) and
+    ``ane_rewrite_fp32_rel_error`` (the fp32 rewrite against the fp32 student: algebra plus both sides'
+    fp32 rounding noise) are context. ``kl_per_token`` is the larger of ``prefill_kl_per_token`` and
+    ``decode_kl_per_token``, each the mean KL(reference || program) in nats over the compared positions,
+    checked against ``kl_tolerance``.
 
     The checks run on sequences of at most ``verification_cache_len`` tokens (prompt + generated). When
     that is shorter than the shipped cache (``deployment_cache_len``), decode is verified on the same
@@ -74,6 +77,7 @@ class Checks(BaseModel):
     predict: dict[str, Any] | None = None
     quantization: dict[str, Any] | None = None
     ane_rewrite_rel_error: float | None = None
+    ane_rewrite_fp32_rel_error: float | None = None
     kl_per_token: float | None = None
     prefill_kl_per_token: float | None = None
     decode_kl_per_token: float | None = None
@@ -127,7 +131,8 @@ def summary(report: CoreMLReport) -> str:
         f"({report.conversion})",
         "  options: " + ", ".join(f"{k}={v}" for k, v in report.options.items() if k != "prompts"),
         f"  ANE rewrite rel error {_fmt(c.ane_rewrite_rel_error)} (tol {_fmt(c.ane_rewrite_tolerance)}), "
-        f"max abs error {_fmt(c.ane_rewrite_max_abs_error)}",
+        f"max abs error {_fmt(c.ane_rewrite_max_abs_error)} (float64; fp32 vs fp32: "
+        f"{_fmt(c.ane_rewrite_fp32_rel_error)})",
         f"  prefill rel error {_fmt(c.prefill_rel_error)} (tol {_fmt(c.prefill_tolerance)}), decode rel error "
         f"{_fmt(c.decode_rel_error)} (tol {_fmt(c.decode_tolerance)}) vs {c.reference} [{c.executor}]",
         *([f"  PyTorch's own fp16 on the same sequences: rel error {_fmt(c.pytorch_fp16_rel_error)} "

@@ -18,13 +18,16 @@ from conversion.convert_coreml import (
     CoreMLOptions,
     SeqLens,
     _length_inputs,
+    build_decoder,
     build_modules,
     encode_prompts,
+    exact_rewrite_errors,
     export_coreml,
     int4_block_size,
     lengths_within,
     quantized_reference,
     resolve_cache_len,
+    rewrite_errors,
     verification_cache_len,
 )
 from conversion.coreml_report import CoreMLReport, report_path
@@ -270,3 +273,22 @@ def test_cli_rejects_bad_options_and_lists_them(tiny_artifact: Path, tmp_path: P
     for flag in ("--target", "--seq-lens", "--stateful", "--no-stateful", "--quantize", "--ane", "--no-ane",
                  "--max-new-tokens", "--prompts"):
         assert flag in help_text
+
+
+def test_rewrite_check_measures_the_algebra_in_float64(tiny_student: Student) -> None:
+    """The rewrite criterion compares float64 copies (the rewrite's algebra, not fp32 rounding noise):
+    the tiny rewrite is within 1e-5 of the student, the originals stay fp32, and an algebraic change
+    of 1e-3 in one weight is caught."""
+    options = CoreMLOptions(seq_lens="8,32", cache_len=32, lm_head_chunk=100)
+    prefill, _ = build_modules(tiny_student, options, 32)
+    decoder = build_decoder(tiny_student, options, 32, torch.float32)
+    prompts = [[1, 5, 9, 14, 3, 7], [2, 11, 4]]
+    abs_error, rel = exact_rewrite_errors(tiny_student, prefill, decoder, prompts)
+    assert 0 <= rel <= criteria.FP32_REL_TOLERANCE and abs_error >= 0
+    modules = (tiny_student, prefill, decoder)
+    assert all(p.dtype == torch.float32 for m in modules for p in m.parameters())
+    assert decoder.key_cache.dtype == torch.float32
+    assert rewrite_errors(tiny_student, prefill, decoder, prompts)[1] <= criteria.FP32_REL_TOLERANCE
+    with torch.no_grad():  # prefill is this test's own module
+        prefill.core.layers[0].mlp.down_proj.weight.mul_(1.001)
+    assert exact_rewrite_errors(tiny_student, prefill, None, prompts)[1] > criteria.FP32_REL_TOLERANCE

@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 import torch
 from coremltools.converters.mil.mil import Builder as mb
+from coremltools.converters.mil.mil import types as mil_types
 
 from conversion.ane_model import prefill_mask
 from conversion.convert_coreml import (
@@ -307,3 +308,33 @@ def test_length_choices() -> None:
 def test_rel_error_is_max_abs_over_max_reference() -> None:
     ref = np.array([[1.0, -4.0], [2.0, 0.5]])
     assert rel_error(ref + np.array([[0.0, 0.2], [0.0, -0.4]]), ref) == pytest.approx(0.1)
+
+
+def test_fp16_weights_are_widened_once_and_results_unchanged() -> None:
+    """fp16 constants feeding conv / linear are converted to fp32 once per function (not per call), and
+    the outputs equal the per-call widening: fp32 products of the fp16 values, rounded once to fp16."""
+    rng = np.random.default_rng(5)
+    conv_w = rng.standard_normal((6, 4, 1, 1)).astype(np.float16)
+    lin_w = rng.standard_normal((3, 4)).astype(np.float16)
+
+    @mb.program(input_specs=[mb.TensorSpec(shape=(1, 4, 1, 5), dtype=mil_types.fp16),
+                             mb.TensorSpec(shape=(2, 4), dtype=mil_types.fp16)],
+                opset_version=ct.target.iOS17)
+    def prog(x, y):  # type: ignore[no-untyped-def]
+        return mb.conv(x=x, weight=conv_w), mb.linear(x=y, weight=lin_w)
+
+    function = MilFunction(prog)
+    x = rng.standard_normal((1, 4, 1, 5)).astype(np.float16)
+    y = rng.standard_normal((2, 4)).astype(np.float16)
+    first = list(function({"x": x, "y": y}).values())
+    widened = dict(function._wide)
+    assert {w.shape for w in widened.values()} >= {conv_w.shape, lin_w.shape}  # (and linear's zero bias)
+    assert all(w.dtype == np.float32 and not w.flags.writeable for w in widened.values())
+    second = list(function({"x": x, "y": y}).values())
+    assert all(function._wide[name] is w for name, w in widened.items())  # converted once, reused
+    conv_want = np.einsum("oc,ncs->nos", conv_w[:, :, 0, 0].astype(np.float32),
+                          x[:, :, 0, :].astype(np.float32))[:, :, None, :].astype(np.float16)
+    lin_want = (y.astype(np.float32) @ lin_w.astype(np.float32).T).astype(np.float16)
+    for got in (first, second):
+        assert got[0].dtype == np.float16 and np.array_equal(got[0], conv_want)
+        assert np.array_equal(got[1], lin_want)
