@@ -6,8 +6,8 @@ held-out accuracy after each stage, and the norms of token embeddings vs fed-bac
 
 from __future__ import annotations
 
+import argparse
 import shutil
-import sys
 import time
 from pathlib import Path
 
@@ -32,9 +32,13 @@ VARIANTS = {"base": {}, "c2": {"latents_per_step": 2}, "lr3e-4": {"lr": 3e-4}, "
 
 
 def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("cot_steps", type=int, help="optimizer steps of the CoT student before the curriculum")
+    parser.add_argument("variant", choices=sorted(VARIANTS), help="curriculum variant")
+    parser.add_argument("out", nargs="?", type=Path, default=Path("runs/probe_latent"), help="output directory")
+    args = parser.parse_args()
     torch.set_num_threads(1)
-    cot_steps, variant = int(sys.argv[1]), sys.argv[2]
-    out = Path(sys.argv[3] if len(sys.argv) > 3 else "runs/probe_latent")
+    cot_steps, variant, out = args.cot_steps, args.variant, args.out
     out.mkdir(parents=True, exist_ok=True)
     cfg = ReasoningConfig.model_validate({"teacher": None, "data": {"train": 10000, "test": 200}})
     tok, tokdir = build_tokenizer(cfg, None, out)

@@ -7,8 +7,8 @@ Accuracy on the 200 held-out arithmetic prompts that ``make reasoning`` scores (
 
 from __future__ import annotations
 
+import argparse
 import copy
-import sys
 from pathlib import Path
 
 import torch
@@ -34,9 +34,13 @@ def fake_quantize_weights(model: Student, qmax: int, per_tensor: bool) -> Studen
 
 
 def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("student", type=Path, help="trained student artifact directory")
+    parser.add_argument("tokenizer", type=Path, help="its tokenizer directory")
+    args = parser.parse_args()
     torch.set_num_threads(1)
-    student = Student.from_pretrained(str(Path(sys.argv[1]))).eval()
-    tokenizer = DistilleryTokenizer.load(sys.argv[2])
+    student = Student.from_pretrained(str(args.student)).eval()
+    tokenizer = DistilleryTokenizer.load(args.tokenizer)
     test = task_examples("arithmetic", 264, 1, heldout=True)[64:]
     print("fp32", evaluate_text_student(student, tokenizer, test, 48, 100)["accuracy"], flush=True)
     for label, qmax, per_tensor in (("int8 per-channel", 127, False), ("int8 per-tensor", 127, True),

@@ -103,6 +103,18 @@ def _topk(logits: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:
     return ids, values
 
 
+def _assert_same_topk(got_ids: torch.Tensor, got_lp: torch.Tensor, logits: torch.Tensor, tol: float,
+                      name: str = "") -> None:
+    """(N, K) top-k ids and log-probs from another computation path equal the reference's top-k, up to the
+    order of near-ties: each id's reference log-prob equals the one given (within ``tol``), and the sorted
+    values equal the reference's k largest. Two kernels may swap two ids whose log-probs differ by 1e-7."""
+    logp = torch.log_softmax(logits.double(), -1)
+    reference_of_got = logp.gather(-1, got_ids)
+    assert (reference_of_got - got_lp.double()).abs().max() < tol, name
+    want = logp.topk(got_ids.shape[-1], dim=-1).values
+    assert (got_lp.double().sort(-1, descending=True).values - want).abs().max() < tol, name
+
+
 def test_hf_dir_and_checkpoint_give_the_same_dense_logits(
     ckpt: CheckpointTeacher, hf: HFTeacher, batch: dict[str, torch.Tensor]
 ) -> None:
@@ -128,8 +140,9 @@ def test_server_topk_equals_checkpoint_topk(
     got = _http(server.url, ckpt.tokenizer).targets(ids, mask)
     want_ids, want_lp = _topk(ckpt.logits(ids, mask), K)
     real = mask.bool()
-    assert torch.equal(got.topk_ids[real], want_ids[real])
-    assert (got.topk_logprobs[real].double() - want_lp[real]).abs().max() < 1e-4
+    _assert_same_topk(got.topk_ids[real], got.topk_logprobs[real], ckpt.logits(ids, mask)[real], 1e-4)
+    assert (got.topk_ids[real] == want_ids[real]).float().mean() > 0.99  # only near-ties may swap
+    assert want_lp.shape == got.topk_logprobs.shape
 
 
 def test_http_section_builds_the_same_teacher(
@@ -180,10 +193,13 @@ def test_caches_from_every_live_source_agree(
         targets[name] = CacheTeacher(tmp_path / name).targets(batch["input_ids"], batch["attention_mask"])
     real = batch["attention_mask"].bool()
     want_ids, want_lp = _topk(ckpt.logits(batch["input_ids"], batch["attention_mask"]), K)
+    logits = ckpt.logits(batch["input_ids"], batch["attention_mask"])[real]
     for name, got in targets.items():
-        assert torch.equal(got.topk_ids[real], want_ids[real]), name
-        p, p_hat = want_lp[real].exp(), got.topk_logprobs[real].double().exp()
-        assert ((p - p_hat).abs() / p[:, :1]).max() < 0.02, name  # within the 8-bit quantization error
+        assert (got.topk_ids[real] == want_ids[real]).float().mean() > 0.99, name  # only near-ties may swap
+        # each stored id carries its own probability, within the 8-bit quantization error (relative to the top-1)
+        p = torch.log_softmax(logits.double(), -1).gather(-1, got.topk_ids[real]).exp()
+        p_hat = got.topk_logprobs[real].double().exp()
+        assert ((p - p_hat).abs() / want_lp[real][:, :1].exp()).max() < 0.02, name
     # the dense sources record the compression KL; the HTTP (sparse) one the bucket error only
     assert "kl_full_mean" in CacheTeacher(tmp_path / "hf").manifest.kl
     assert set(CacheTeacher(tmp_path / "http").manifest.kl) == {"kl_quantization_mean"}
