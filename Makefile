@@ -18,7 +18,7 @@ PYTEST_ARGS ?=
 .PHONY: bench-venv bench-kd setup lock test test-unit test-integration distill judge reasoning teacher lint format readiness bench clean help
 
 help:  ## list targets
-	@grep -E '^[a-z-]+:.*##' $(MAKEFILE_LIST) | sed 's/:.*##/\t/'
+	@grep -E '^[a-z0-9-]+:.*##' $(MAKEFILE_LIST) | sed 's/:.*##/\t/'
 
 setup: $(STAMP)  ## create .venv with CPU torch and the project (idempotent)
 
@@ -80,7 +80,7 @@ GGUF_ARGS ?=
 SMOLLM2_RUN = $(if $(filter runs/toy,$(OUT)),runs/smollm2,$(OUT))
 
 .PHONY: distill-smollm2
-distill-smollm2: setup  ## SmolLM2-135M -> a 4-layer student: KD vs CE-only vs scratch, report, exports; OUT=dir (default runs/smollm2)
+distill-smollm2: setup  ## SmolLM2-135M -> a 6-layer (49.5M) student: KD vs CE-only vs scratch, report, exports; OUT=dir (default runs/smollm2)
 	@test -f $(SMOLLM2_RUN)/teacher/manifest.json || $(MAKE) --no-print-directory smollm2-teacher OUT=$(SMOLLM2_RUN)/teacher
 	$(BIN)/python -m training.llm_pipeline --config configs/smollm2.yaml --out $(SMOLLM2_RUN) --teacher $(SMOLLM2_RUN)/teacher
 
