@@ -27,9 +27,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
-import os
 import random
-import subprocess
 import sys
 import time
 from collections import defaultdict
@@ -46,6 +44,7 @@ from training.evaluation import evaluate_loss
 from training.generation import generate, left_pad
 from training.kd_config import KDConfig
 from training.model import Student
+from training.pipeline import run_export
 from training.progress import progress
 from training.prompt_bank.dataset import (
     DatasetConfig,
@@ -63,6 +62,7 @@ from training.trainer import KDTrainer
 from training.user_errors import user_error_exit
 
 STUDENTS = ("kd", "ce_only", "scratch")
+EXPORT_TIMEOUT_S = 1800
 
 
 class _Strict(BaseModel):
@@ -150,6 +150,18 @@ def pick_prompts(bank: list[dict[str, Any]], n: int, seed: int) -> list[dict[str
     return chosen
 
 
+def chat_prompt_ids(tok: DistilleryTokenizer, prompt: str) -> list[int]:
+    """One user turn rendered with the chat template (its own start tokens) and the generation prompt."""
+    return tok.encode(tok.apply_chat_template([{"role": "user", "content": prompt}], add_generation_prompt=True))
+
+
+def answer_text(tok: DistilleryTokenizer, new_ids: list[int]) -> tuple[str, bool]:
+    """Generated ids -> (text up to eos, whether eos was reached)."""
+    finished = tok.eos_id in new_ids
+    ids = new_ids[:new_ids.index(tok.eos_id)] if finished else new_ids
+    return tok.decode(ids, skip_special_tokens=True).strip(), finished
+
+
 @torch.inference_mode()
 def write_responses(model: Student, tok: DistilleryTokenizer, prompts: Sequence[dict[str, Any]], out: Path,
                     *, max_new_tokens: int, batch_size: int) -> dict[str, str]:
@@ -164,8 +176,7 @@ def write_responses(model: Student, tok: DistilleryTokenizer, prompts: Sequence[
                 continue  # a torn last line from an interrupted run: regenerated below
             done[record["id"]] = record["response"]
     todo = [p for p in prompts if p["id"] not in done]
-    encoded = {p["id"]: tok.encode(tok.apply_chat_template([{"role": "user", "content": p["prompt"]}],
-                                                           add_generation_prompt=True)) for p in todo}
+    encoded = {p["id"]: chat_prompt_ids(tok, p["prompt"]) for p in todo}
     todo.sort(key=lambda p: len(encoded[p["id"]]))  # similar lengths together: little padding
     with open(out, "a", encoding="utf-8") as fh:
         for start in progress(range(0, len(todo), batch_size), desc="teacher responses", unit="batch"):
@@ -174,9 +185,7 @@ def write_responses(model: Student, tok: DistilleryTokenizer, prompts: Sequence[
             rows = generate(model, ids, attention_mask=mask, max_new_tokens=max_new_tokens,
                             eos_token_id=tok.eos_id, pad_token_id=tok.pad_id)[:, ids.shape[1]:].tolist()
             for prompt, row in zip(chunk, rows, strict=True):
-                finished = tok.eos_id in row
-                text = tok.decode(row[:row.index(tok.eos_id)] if finished else row, skip_special_tokens=True)
-                done[prompt["id"]] = text.strip()
+                done[prompt["id"]], finished = answer_text(tok, row)
                 fh.write(json.dumps({"id": prompt["id"], "response": done[prompt["id"]], "finished": finished},
                                     ensure_ascii=False) + "\n")
             fh.flush()
@@ -230,16 +239,14 @@ def held_out_metrics(model: Student, teacher: CheckpointTeacher, test: Path, tok
 def samples(models: dict[str, Student], tok: DistilleryTokenizer, prompts: list[str], max_new_tokens: int
             ) -> list[dict[str, str]]:
     """Greedy answers of each model to each prompt (through the chat template)."""
-    encoded = [tok.encode(tok.apply_chat_template([{"role": "user", "content": p}], add_generation_prompt=True))
-               for p in prompts]
+    encoded = [chat_prompt_ids(tok, p) for p in prompts]
     ids, mask = left_pad(encoded, tok.pad_id)
     rows: list[dict[str, str]] = [{"prompt": p} for p in prompts]
     for name, model in models.items():
         out = generate(model, ids, attention_mask=mask, max_new_tokens=max_new_tokens, eos_token_id=tok.eos_id,
                        pad_token_id=tok.pad_id)[:, ids.shape[1]:].tolist()
         for row, new in zip(rows, out, strict=True):
-            row[name] = tok.decode(new[:new.index(tok.eos_id)] if tok.eos_id in new else new,
-                                   skip_special_tokens=True).strip()
+            row[name] = answer_text(tok, new)[0]
     return rows
 
 
@@ -265,22 +272,14 @@ def transformers_check(student_dir: Path, teacher_dir: Path) -> dict[str, Any]:
     return {"tokenizer_ids_equal_teacher": same_ids, "logits_rel_error": rel, "passed": same_ids and rel <= 1e-5}
 
 
-def export(student_dir: Path, out: Path, plan: ExportPlan, threads: int | None) -> dict[str, Any]:
-    """Run the two conversion CLIs on the KD student; their exit codes and reports."""
+def export(student_dir: Path, out: Path, plan: ExportPlan) -> dict[str, Any]:
+    """Run the two conversion CLIs on the KD student (as ``make distill`` does); their exit codes and reports."""
     results: dict[str, Any] = {}
-    commands = {
-        "onnx": [sys.executable, "-m", "conversion.export_onnx", str(student_dir), "--out", str(out / "onnx")],
-        "coreml": [sys.executable, "-m", "conversion.convert_coreml", str(student_dir), "--out",
-                   str(out / "coreml" / "student.mlpackage")],
-    }
-    for name, command in commands.items():
-        if not getattr(plan, name):
-            continue
-        start = time.perf_counter()
-        env = None if threads is None else {**os.environ, "OMP_NUM_THREADS": str(threads)}
-        done = subprocess.run(command, capture_output=True, text=True, env=env)
-        results[name] = {"exit_code": done.returncode, "wall_seconds": round(time.perf_counter() - start, 1),
-                         "summary": done.stdout.strip().splitlines()[-3:] + done.stderr.strip().splitlines()[-2:]}
+    if plan.onnx:
+        results["onnx"] = run_export("conversion.export_onnx", student_dir, out / "onnx", EXPORT_TIMEOUT_S)
+    if plan.coreml:
+        results["coreml"] = run_export("conversion.convert_coreml", student_dir,
+                                       out / "coreml" / "student.mlpackage", EXPORT_TIMEOUT_S)
     return results
 
 
@@ -355,7 +354,7 @@ def run(cfg: LLMPipelineConfig, out: Path) -> dict[str, Any]:
         "transformers_check": transformers_check(out / "kd" / "student", Path(cfg.teacher)),
     }
     t0 = time.perf_counter()
-    report["exports"] = export(out / "kd" / "student", out, cfg.export, cfg.threads)
+    report["exports"] = export(out / "kd" / "student", out, cfg.export)
     timings["exports"] = time.perf_counter() - t0
     report["timings_seconds"] = {k: round(v, 1) for k, v in timings.items()}
     report["wall_seconds"] = round(time.perf_counter() - started, 1)
