@@ -19,15 +19,14 @@ def _losses(run: Path) -> list[tuple[float, float]]:
     return [(rec["loss"], rec["grad_norm"]) for rec in lines if rec["event"] == "train"]
 
 
-@pytest.mark.skipif(shutil.which("torchrun", path=str(Path(sys.executable).parent)) is None,
-                    reason="torchrun not installed next to the interpreter")
-def test_two_process_run_matches_single_process(tmp_path: Path) -> None:
-    """2 ranks x batch 4 see the same global batches as 1 rank x batch 8: same losses and grad norms."""
+def _assert_one_rank_equals_two(tmp_path: Path, parallel: str) -> None:
+    """1 rank x batch 8 (plain run) and 2 ranks x batch 4 (torchrun, ``parallel``) give the same 4 losses and
+    grad norms."""
     paths = make_tiny_setup(tmp_path / "setup", n_train=64, n_val=8)
     configs = {}
-    for name, batch in (("one", 8), ("two", 4)):
+    for name, batch, mode in (("one", 8, "ddp"), ("two", 4, parallel)):
         cfg = tiny_config(paths, tmp_path / name, data={"batch_size": batch}, optim={"max_steps": 4},
-                          eval={"every": 4, "generate_examples": 0}, checkpoint={"every": 4})
+                          eval={"every": 4, "generate_examples": 0}, checkpoint={"every": 4}, parallel=mode)
         path = tmp_path / f"{name}.yaml"
         path.write_text(yaml.safe_dump(cfg.model_dump(mode="json")))
         configs[name] = path
@@ -47,6 +46,13 @@ def test_two_process_run_matches_single_process(tmp_path: Path) -> None:
     for (loss_a, gn_a), (loss_b, gn_b) in zip(a, b, strict=True):
         assert loss_b == pytest.approx(loss_a, rel=1e-5)
         assert gn_b == pytest.approx(gn_a, rel=1e-4)
+
+
+@pytest.mark.skipif(shutil.which("torchrun", path=str(Path(sys.executable).parent)) is None,
+                    reason="torchrun not installed next to the interpreter")
+def test_two_process_run_matches_single_process(tmp_path: Path) -> None:
+    """2 ranks x batch 4 see the same global batches as 1 rank x batch 8: same losses and grad norms."""
+    _assert_one_rank_equals_two(tmp_path, "ddp")
     assert (tmp_path / "two" / "student" / "model.safetensors").is_file()
     assert not (tmp_path / "two" / "logs" / "train.rank1.jsonl").exists()
 
@@ -56,30 +62,7 @@ def test_two_process_run_matches_single_process(tmp_path: Path) -> None:
 def test_fsdp_two_process_run_matches_single_process(tmp_path: Path) -> None:
     """`parallel: fsdp` (FSDP2 fully_shard, gloo on CPU): 2 ranks x batch 4 follow the 1-rank x batch 8 losses and
     grad norms, and the gathered student artifact loads."""
-    paths = make_tiny_setup(tmp_path / "setup", n_train=64, n_val=8)
-    configs = {}
-    for name, batch, parallel in (("one", 8, "ddp"), ("two", 4, "fsdp")):
-        cfg = tiny_config(paths, tmp_path / name, data={"batch_size": batch}, optim={"max_steps": 4},
-                          eval={"every": 4, "generate_examples": 0}, checkpoint={"every": 4}, parallel=parallel)
-        path = tmp_path / f"{name}.yaml"
-        path.write_text(yaml.safe_dump(cfg.model_dump(mode="json")))
-        configs[name] = path
-    torchrun = str(Path(sys.executable).parent / "torchrun")
-    one = subprocess.run([sys.executable, "-m", "training.distill_kd", "--config", str(configs["one"])],
-                         capture_output=True, text=True, timeout=300)
-    assert one.returncode == 0, one.stderr[-2000:]
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
-    two = subprocess.run([torchrun, "--nproc_per_node", "2", "--master_addr", "127.0.0.1", "--master_port",
-                          str(port), "-m", "training.distill_kd",
-                          "--config", str(configs["two"])], capture_output=True, text=True, timeout=300)
-    assert two.returncode == 0, two.stderr[-3000:]
-    a, b = _losses(tmp_path / "one"), _losses(tmp_path / "two")
-    assert len(a) == len(b) == 4
-    for (loss_a, gn_a), (loss_b, gn_b) in zip(a, b, strict=True):
-        assert loss_b == pytest.approx(loss_a, rel=1e-5)
-        assert gn_b == pytest.approx(gn_a, rel=1e-4)
+    _assert_one_rank_equals_two(tmp_path, "fsdp")
     from training.model import Student
 
     assert Student.from_pretrained(str(tmp_path / "two" / "student")).num_parameters() > 0
