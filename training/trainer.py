@@ -49,10 +49,11 @@ from training.distributed import (
 )
 from training.evaluation import evaluate_loss, evaluate_task
 from training.kd_config import KDConfig
-from training.losses import HiddenProjector, cross_entropy, hidden_state_loss, kd_divergence, sparse_topk_kl
+from training.losses import HiddenProjector, cross_entropy, hidden_state_loss, kd_divergence
 from training.model import Student
 from training.model_config import ModelConfig
 from training.schedule import warmup_cosine
+from training.sparse_kd_ce import sparse_kd_ce_loss
 from training.teachers import TeacherTargets, build_teacher, ensure_same_vocabulary
 from training.tokenizer import DistilleryTokenizer
 
@@ -504,20 +505,28 @@ class KDTrainer:
         logits = out.logits
         assert logits is not None
         logits = logits.float()
-        if self.teacher is None or cfg.ce_weight > 0:
-            ce = cross_entropy(logits, labels, label_smoothing=cfg.label_smoothing, normalizer=normalizer)
-            total = cfg.ce_weight * ce if self.teacher is not None else ce
-            terms["ce"] = ce.detach()
-        else:  # ce_weight 0: the term is not computed (nor logged)
-            total = torch.zeros((), device=logits.device)
+        targets = None
         if self.teacher is not None and cfg.kd_weight > 0:
             with autocast:
                 targets = self._teacher_targets(ids, mask, unpacked)
-            if targets.is_sparse:
-                assert targets.topk_ids is not None and targets.topk_logprobs is not None
-                kd = sparse_topk_kl(logits, targets.topk_ids, targets.topk_logprobs.float(), mask=target,
-                                    temperature=cfg.temperature, normalizer=normalizer)
-            else:
+        if targets is not None and targets.is_sparse:
+            # top-k teacher: KD and CE share one softmax, gradients in closed form (training.sparse_kd_ce)
+            assert targets.topk_ids is not None and targets.topk_logprobs is not None
+            total, fused = sparse_kd_ce_loss(
+                logits, targets.topk_ids, targets.topk_logprobs, labels, kd_weight=cfg.kd_weight,
+                ce_weight=cfg.ce_weight, kd_mask=target, temperature=cfg.temperature,
+                label_smoothing=cfg.label_smoothing, normalizer=normalizer)
+            if cfg.ce_weight > 0:
+                terms["ce"] = fused.ce
+            terms["kd"] = fused.kd
+        else:
+            if self.teacher is None or cfg.ce_weight > 0:
+                ce = cross_entropy(logits, labels, label_smoothing=cfg.label_smoothing, normalizer=normalizer)
+                total = cfg.ce_weight * ce if self.teacher is not None else ce
+                terms["ce"] = ce.detach()
+            else:  # ce_weight 0: the term is not computed (nor logged)
+                total = torch.zeros((), device=logits.device)
+            if targets is not None:
                 assert targets.logits is not None
                 extra: dict[str, float] = {}
                 if self.cfg.loss.divergence == "jsd":
@@ -526,8 +535,8 @@ class KDTrainer:
                     extra["alpha"] = cfg.skew_alpha
                 kd = kd_divergence(cfg.divergence, logits, targets.logits.float(), mask=target,
                                    temperature=cfg.temperature, normalizer=normalizer, **extra)
-            total = total + cfg.kd_weight * kd
-            terms["kd"] = kd.detach()
+                total = total + cfg.kd_weight * kd
+                terms["kd"] = kd.detach()
         if want_hidden:
             assert out.hidden_states is not None
             hid = self._hidden_term(out.hidden_states, ids, mask, unpacked, target, normalizer)
