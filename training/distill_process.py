@@ -33,14 +33,14 @@ from pathlib import Path
 from typing import Any, Literal
 
 import torch
-import yaml
 from pydantic import Field, ValidationError, model_validator
 from torch import Tensor
 
+from training.config_base import apply_overrides, load_yaml_config, validation_problems
 from training.data_adapter import val_batches
 from training.distill_kd import run_and_report
 from training.evaluation import evaluate_loss, generate_completions
-from training.kd_config import ConfigFileError, KDConfig, apply_overrides
+from training.kd_config import ConfigFileError, KDConfig
 from training.losses import IGNORE_INDEX, KDLossWeights
 from training.process_losses import ProcessWeights, process_loss, process_token_weights
 from training.step_data import KIND_STEP, StepExampleStream, StepScorer
@@ -98,24 +98,9 @@ class ProcessConfig(KDConfig):
         return self
 
 
-def _validation_problems(exc: ValidationError) -> str:
-    return "; ".join(f"{'.'.join(str(p) for p in err['loc'])}: {err['msg']}" for err in exc.errors())
-
-
 def load_process_config(path: str | Path, overrides: Sequence[str] | None = None) -> ProcessConfig:
     """Read a YAML config, apply ``key=value`` overrides, validate. Errors name the file and the keys."""
-    path = Path(path)
-    try:
-        data = yaml.safe_load(path.read_text()) or {}
-    except (OSError, yaml.YAMLError) as exc:
-        raise ConfigFileError(f"cannot read config {path}: {exc}") from exc
-    if not isinstance(data, dict):
-        raise ConfigFileError(f"{path} must hold a mapping at the top level")
-    data = apply_overrides(data, list(overrides or []))
-    try:
-        return ProcessConfig.model_validate(data)
-    except ValidationError as exc:
-        raise ConfigFileError(f"invalid config {path}: {_validation_problems(exc)}") from exc
+    return load_yaml_config(ProcessConfig, path, overrides)
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -343,7 +328,7 @@ def train_process_student(config: ProcessConfig | Mapping[str, Any] | str | Path
         try:
             cfg = ProcessConfig.model_validate(data)
         except ValidationError as exc:
-            raise ConfigFileError(f"invalid process config: {_validation_problems(exc)}") from exc
+            raise ConfigFileError(f"invalid process config: {validation_problems(exc)}") from exc
     trainer = ProcessTrainer(cfg, stop_after_steps=stop_after_steps, hooks=hooks, teacher=teacher,
                              step_scorer=step_scorer)
     return trainer.train()

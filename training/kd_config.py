@@ -1,7 +1,8 @@
 """Typed configuration of a KD run (``python -m training.distill_kd --config X.yaml key=value ...``).
 
-Every section is a pydantic model with ``extra="forbid"``: an unknown or misspelled key is an error that
-names the key, never silently ignored.
+Every section is a :class:`~training.config_base.FiniteStrictModel`: an unknown or misspelled key is an
+error that names the key, never silently ignored, and so is a non-finite float (``.inf``, ``.nan``).
+``docs/config_reference.md`` lists every key with its type, default and meaning.
 """
 
 from __future__ import annotations
@@ -12,31 +13,41 @@ import math
 from pathlib import Path
 from typing import Any, Literal
 
-import yaml
 from pydantic import (
-    BaseModel,
-    ConfigDict,
     Field,
     SerializerFunctionWrapHandler,
-    ValidationError,
     field_validator,
     model_serializer,
     model_validator,
 )
 
+from training.config_base import (
+    ConfigFileError,
+    FiniteStrictModel,
+    apply_overrides,
+    load_yaml_config,
+    parse_override,
+)
 
-class ConfigFileError(ValueError):
-    """A config file or override could not be read or validated."""
+__all__ = [
+    "CheckpointSection",
+    "ConfigFileError",
+    "KDConfig",
+    "LossSection",
+    "OptimSection",
+    "PeriodicEvalSection",
+    "StudentInitSection",
+    "StudentShape",
+    "TeacherSection",
+    "TrainingDataSection",
+    "apply_overrides",
+    "load_config",
+    "parse_override",
+]
 
 
-class _Strict(BaseModel):
-    """Base of every section: unknown keys and non-finite floats (``.inf``, ``.nan``) are errors."""
 
-    # allow_inf_nan=False: ``optim.lr=.inf`` satisfies ``gt=0`` and would train (and checkpoint) NaN weights.
-    model_config = ConfigDict(extra="forbid", frozen=False, allow_inf_nan=False)
-
-
-class StudentShape(_Strict):
+class StudentShape(FiniteStrictModel):
     """Shape of a student built from scratch (vocabulary size comes from the tokenizer)."""
 
     hidden_size: int = Field(128, gt=0)
@@ -49,7 +60,7 @@ class StudentShape(_Strict):
     rope_theta: float = Field(10000.0, gt=0)
 
 
-class StudentInitSection(_Strict):
+class StudentInitSection(FiniteStrictModel):
     """Start the student from a subset of a teacher's decoder layers (:mod:`training.student_init`).
 
     The student copies the teacher's embeddings, the chosen layers (in order), the final norm and the head, so
@@ -71,7 +82,7 @@ class StudentInitSection(_Strict):
         return self
 
 
-class DataSection(_Strict):
+class TrainingDataSection(FiniteStrictModel):
     """Training and validation files (JSONL or Parquet) and how they are batched."""
 
     train: list[str]
@@ -100,7 +111,7 @@ _TEACHER_REQUIRED: dict[str, tuple[str, ...]] = {
 }
 
 
-class TeacherSection(_Strict):
+class TeacherSection(FiniteStrictModel):
     """Where teacher targets come from, chosen by ``kind`` (see :func:`training.teachers.build_teacher`).
 
     * ``checkpoint``: a Distillery artifact (or HF Llama directory) run in-process: ``path``.
@@ -162,7 +173,7 @@ class TeacherSection(_Strict):
         return f"{self.kind} {self.path}"
 
 
-class LossSection(_Strict):
+class LossSection(FiniteStrictModel):
     """Loss mix: ``kd_weight * divergence(teacher, student) + ce_weight * CE(labels)``."""
 
     kd_weight: float = Field(1.0, ge=0)
@@ -199,7 +210,7 @@ class LossSection(_Strict):
         return self
 
 
-class OptimSection(_Strict):
+class OptimSection(FiniteStrictModel):
     """AdamW with linear warmup then cosine decay to ``min_lr_ratio * lr``."""
 
     lr: float = Field(3e-3, gt=0)
@@ -212,7 +223,7 @@ class OptimSection(_Strict):
     clip_grad_norm: float = Field(1.0, gt=0)
 
 
-class EvalSection(_Strict):
+class PeriodicEvalSection(FiniteStrictModel):
     """Periodic evaluation and checkpoint selection."""
 
     every: int = Field(50, gt=0, description="evaluate every N optimizer steps (and at the end)")
@@ -223,12 +234,12 @@ class EvalSection(_Strict):
     max_new_tokens: int = Field(48, gt=0)
 
 
-class CheckpointSection(_Strict):
+class CheckpointSection(FiniteStrictModel):
     every: int = Field(100, gt=0)
     keep_last: int = Field(2, ge=1)
 
 
-class KDConfig(_Strict):
+class KDConfig(FiniteStrictModel):
     """A whole KD (or from-scratch, when ``teacher`` is null) training run."""
 
     out_dir: str
@@ -240,10 +251,10 @@ class KDConfig(_Strict):
     student_init: StudentInitSection | None = Field(
         None, description="start the student from a subset of a teacher's layers (None: scratch or init_from)")
     teacher: TeacherSection | None = None
-    data: DataSection
+    data: TrainingDataSection
     loss: LossSection = LossSection()
     optim: OptimSection = OptimSection()
-    eval: EvalSection = EvalSection()
+    eval: PeriodicEvalSection = PeriodicEvalSection()
     checkpoint: CheckpointSection = CheckpointSection()
     bf16: bool = Field(False, description="bf16 autocast for forward passes (CPU AMX / GPU)")
     num_threads: int | None = Field(None, gt=0)
@@ -308,46 +319,6 @@ def _reject_non_finite(value: Any, where: str) -> None:
             _reject_non_finite(item, f"{where}[{index}]")
 
 
-def parse_override(text: str) -> tuple[list[str], Any]:
-    """``a.b.c=value`` -> (["a","b","c"], yaml-parsed value)."""
-    if "=" not in text:
-        raise ConfigFileError(f"override {text!r} must look like key.path=value")
-    key, raw = text.split("=", 1)
-    if not key:
-        raise ConfigFileError(f"override {text!r} has an empty key")
-    return key.split("."), yaml.safe_load(raw) if raw != "" else ""
-
-
-def apply_overrides(data: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
-    """Set dotted keys in a nested dict (creating sub-dicts) from ``key=value`` strings."""
-    for item in overrides:
-        path, value = parse_override(item)
-        node = data
-        for part in path[:-1]:
-            nxt = node.get(part)
-            if nxt is None:
-                nxt = node[part] = {}
-            if not isinstance(nxt, dict):
-                raise ConfigFileError(f"override {item!r}: {part!r} is not a section")
-            node = nxt
-        node[path[-1]] = value
-    return data
-
-
 def load_config(path: str | Path, overrides: list[str] | None = None) -> KDConfig:
     """Read a YAML config, apply overrides, validate. Errors name the file and the offending keys."""
-    path = Path(path)
-    try:
-        data = yaml.safe_load(path.read_text()) or {}
-    except (OSError, yaml.YAMLError) as exc:
-        raise ConfigFileError(f"cannot read config {path}: {exc}") from exc
-    if not isinstance(data, dict):
-        raise ConfigFileError(f"{path} must hold a mapping at the top level")
-    data = apply_overrides(data, overrides or [])
-    try:
-        return KDConfig.model_validate(data)
-    except ValidationError as exc:
-        problems = "; ".join(
-            f"{'.'.join(str(p) for p in err['loc'])}: {err['msg']}" for err in exc.errors()
-        )
-        raise ConfigFileError(f"invalid config {path}: {problems}") from exc
+    return load_yaml_config(KDConfig, path, overrides)

@@ -36,9 +36,9 @@ from pathlib import Path
 from typing import Any, Literal
 
 import torch
-import yaml
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import Field
 
+from training.config_base import StrictModel, read_yaml_mapping, validate_config
 from training.data_adapter import eval_batches
 from training.evaluation import evaluate_loss
 from training.generation import generate, left_pad
@@ -65,11 +65,7 @@ STUDENTS = ("kd", "ce_only", "scratch")
 EXPORT_TIMEOUT_S = 1800
 
 
-class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-
-class DataPlan(_Strict):
+class DataPlan(StrictModel):
     prompts: int = Field(700, gt=0, description="prompts the teacher answers (after de-duplication)")
     bank: str = Field("assets/prompts/prompts.jsonl", description="prompt bank JSONL")
     max_new_tokens: int = Field(64, gt=0, description="longest teacher response, tokens")
@@ -79,12 +75,12 @@ class DataPlan(_Strict):
     test_frac: float = Field(0.08, gt=0, lt=0.5)
 
 
-class StudentPlan(_Strict):
+class StudentPlan(StrictModel):
     every_k: int | None = Field(6, gt=0, description="keep teacher layers 0, k, 2k, ... and the last")
     layers: list[int] | None = Field(None, description="explicit teacher layers (instead of every_k)")
 
 
-class TrainPlan(_Strict):
+class TrainPlan(StrictModel):
     max_steps: int = Field(150, gt=0)
     batch_size: int = Field(8, gt=0)
     lr: float = Field(3e-4, gt=0)
@@ -94,18 +90,18 @@ class TrainPlan(_Strict):
     top_k: int = Field(32, gt=0, description="teacher ids per position in the cache")
 
 
-class EvalPlan(_Strict):
+class EvalPlan(StrictModel):
     samples: int = Field(3, ge=0, description="held-out prompts decoded by every model for the report")
     sample_tokens: int = Field(48, gt=0)
     batch_size: int = Field(8, gt=0)
 
 
-class ExportPlan(_Strict):
+class ExportPlan(StrictModel):
     onnx: bool = True
     coreml: bool = True
 
 
-class LLMPipelineConfig(_Strict):
+class LLMPipelineConfig(StrictModel):
     teacher: str = Field(description="teacher artifact directory (make smollm2-teacher)")
     seed: int = 0
     threads: int | None = Field(None, gt=0, description="torch threads (default: torch's choice)")
@@ -385,10 +381,10 @@ def build_parser() -> argparse.ArgumentParser:
 @user_error_exit
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    raw = yaml.safe_load(Path(args.config).read_text(encoding="utf-8")) or {}
+    raw = read_yaml_mapping(args.config)
     if args.teacher:
         raw["teacher"] = args.teacher
-    cfg = LLMPipelineConfig.model_validate(raw)
+    cfg = validate_config(LLMPipelineConfig, raw, args.config)
     report = run(cfg, Path(args.out))
     print(render_table(report))
     print(json.dumps({k: report[k] for k in ("kd_beats_ce_only", "wall_seconds")}))

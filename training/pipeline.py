@@ -25,8 +25,9 @@ from typing import Any
 
 import torch
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import Field, ValidationError
 
+from training.config_base import StrictModel, validation_problems
 from training.data_adapter import eval_batches
 from training.evaluation import evaluate_loss, evaluate_task, generate_completions
 from training.kd_config import ConfigFileError, KDConfig
@@ -37,11 +38,7 @@ from training.trainer import KDTrainer
 from training.user_errors import user_error_exit
 
 
-class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-
-class PipelineData(_Strict):
+class PipelineData(StrictModel):
     labeled: int = Field(1000, gt=0, description="examples with gold completions (both students)")
     unlabeled: int = Field(4000, ge=0, description="prompts completed by the teacher (KD student only)")
     val: int = Field(128, gt=0)
@@ -49,7 +46,7 @@ class PipelineData(_Strict):
     max_length: int = Field(96, gt=1)
 
 
-class PipelineTrain(_Strict):
+class PipelineTrain(StrictModel):
     max_steps: int = Field(600, gt=0)
     batch_size: int = Field(32, gt=0)
     lr: float = Field(3e-3, gt=0)
@@ -58,20 +55,20 @@ class PipelineTrain(_Strict):
     num_threads: int | None = Field(None, gt=0)
 
 
-class PipelineKD(_Strict):
+class PipelineKD(StrictModel):
     divergence: str = "forward_kl"
     temperature: float = Field(1.0, gt=0)
     kd_weight: float = Field(1.0, ge=0)
     ce_weight: float = Field(0.5, ge=0)
 
 
-class PipelineExport(_Strict):
+class PipelineExport(StrictModel):
     onnx: bool = True
     coreml: bool = True
     timeout_seconds: int = Field(300, gt=0)
 
 
-class PipelineConfig(_Strict):
+class PipelineConfig(StrictModel):
     """configs/toy.yaml"""
 
     task: str = "arithmetic"
@@ -102,8 +99,7 @@ def load_pipeline_config(path: str | Path) -> PipelineConfig:
     try:
         return PipelineConfig.model_validate(data)
     except ValidationError as exc:
-        problems = "; ".join(f"{'.'.join(str(p) for p in err['loc'])}: {err['msg']}" for err in exc.errors())
-        raise ConfigFileError(f"invalid pipeline config {path}: {problems}") from exc
+        raise ConfigFileError(f"invalid pipeline config {path}: {validation_problems(exc)}") from exc
 
 
 def build_parser() -> argparse.ArgumentParser:

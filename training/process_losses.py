@@ -43,9 +43,10 @@ from typing import Any, Literal
 
 import torch
 import torch.nn.functional as F
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import Field
 from torch import Tensor
 
+from training.config_base import FrozenStrictModel
 from training.losses import (
     IGNORE_INDEX,
     KDLossWeights,
@@ -75,10 +76,8 @@ SpanLike = Any
 ``(start, end)`` pair: tokens ``[start, end)`` of ``input_ids``."""
 
 
-class ProcessWeights(BaseModel):
+class ProcessWeights(FrozenStrictModel):
     """Weights of the process-supervision scheme (see the module docstring); all finite and ``>= 0``."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
 
     correct_weight: float = Field(1.0, ge=0.0, allow_inf_nan=False, description="c: steps with score 1")
     wrong_weight: float = Field(1.0, ge=0.0, allow_inf_nan=False,

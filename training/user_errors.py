@@ -41,7 +41,6 @@ class UserError(Exception):
 _REGISTERED: set[str] = {
     "training.data.errors.DataError",
     "training.artifact.ArtifactError",
-    "training.kd_config.ConfigFileError",
     "training.model_config.ConfigError",
     "training.trainer.ResumeMismatchError",
     "training.tokenizer.TokenizerMismatchError",

@@ -6,17 +6,14 @@ from pathlib import Path
 from typing import Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import Field, ValidationError, field_validator, model_validator
 
 from arbiter.data.generate import PAIR_KINDS
 from arbiter.data.rubric import CLAUSES
+from training.config_base import FrozenStrictModel
 
 
-class _Section(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-
-class BackboneShape(_Section):
+class BackboneShape(FrozenStrictModel):
     """Shape of a freshly initialised backbone (ignored fields are refused; vocab comes from the tokenizer)."""
 
     hidden_size: int = Field(96, ge=8)
@@ -28,7 +25,7 @@ class BackboneShape(_Section):
     tie_word_embeddings: bool = True
 
 
-class DataSection(_Section):
+class PreferencePairsSection(FrozenStrictModel):
     """Where pairs come from: ``dir`` with train/val/test.jsonl, or generated arithmetic pairs (counts)."""
 
     dir: Path | None = None
@@ -47,7 +44,7 @@ class DataSection(_Section):
         return value
 
 
-class HeadsSection(_Section):
+class HeadsSection(FrozenStrictModel):
     """Optional heads: clause names for the multi-label head (empty: no clause head) and the step head;
     ``surprise_features`` feeds the heads the backbone LM's per-token surprise (see
     :mod:`arbiter.judge_training.model`)."""
@@ -57,7 +54,7 @@ class HeadsSection(_Section):
     surprise_features: bool = True
 
 
-class PretrainSection(_Section):
+class PretrainSection(FrozenStrictModel):
     """LM warm-up of the backbone before the judge objective: next-token loss on the good responses of the
     training pairs (:mod:`arbiter.judge_training.batches`). It teaches the task (here: the arithmetic every
     step is checked against) with a dense signal, and the surprise features read this LM; ``steps: 0``
@@ -70,7 +67,7 @@ class PretrainSection(_Section):
     min_lr_ratio: float = Field(0.1, ge=0, le=1)
 
 
-class LossSection(_Section):
+class LossSection(FrozenStrictModel):
     """Weights of the clause and step BCE terms and of the auxiliary LM term (next-token loss on preferred
     responses) next to the Davidson pairwise loss (weight 1)."""
 
@@ -79,7 +76,7 @@ class LossSection(_Section):
     lm_weight: float = Field(0.5, ge=0)
 
 
-class OptimSection(_Section):
+class OptimSection(FrozenStrictModel):
     """AdamW with linear warmup and cosine decay (:func:`training.schedule.warmup_cosine`)."""
 
     max_steps: int = Field(1500, ge=1)
@@ -92,7 +89,7 @@ class OptimSection(_Section):
     grad_clip: float = Field(1.0, gt=0)
 
 
-class EvalSection(_Section):
+class JudgeValidationSection(FrozenStrictModel):
     """Validation every ``every`` steps (and at the end); the best ``selection`` value is kept."""
 
     every: int = Field(250, ge=1)
@@ -100,7 +97,7 @@ class EvalSection(_Section):
     selection: Literal["mean", "pairwise_accuracy", "step_auroc", "clause_f1"] = "mean"
 
 
-class JudgeTrainConfig(_Section):
+class JudgeTrainConfig(FrozenStrictModel):
     """Everything one judge training run needs.
 
     ``init_from``: a student/teacher artifact whose backbone and tokenizer start the judge (then
@@ -116,12 +113,12 @@ class JudgeTrainConfig(_Section):
     init_from: Path | None = None
     backbone: BackboneShape | None = None
     padding_side: Literal["left", "right"] = "right"
-    data: DataSection = DataSection()
+    data: PreferencePairsSection = PreferencePairsSection()
     pretrain: PretrainSection = PretrainSection()
     heads: HeadsSection = HeadsSection()
     loss: LossSection = LossSection()
     optim: OptimSection = OptimSection()
-    eval: EvalSection = EvalSection()
+    eval: JudgeValidationSection = JudgeValidationSection()
 
     @model_validator(mode="after")
     def _consistent(self) -> JudgeTrainConfig:
