@@ -6,7 +6,8 @@ positions between ``<bot>`` and ``<eot>`` (``c = latents_per_step``); the remain
 and the hidden-state choice). Training starts at ``first_stage`` (0 = full chain of thought between
 ``<bot><eot>``; 1 when starting from a chain-of-thought student, as Coconut does after its CoT stage) and
 advances every ``steps_per_stage`` optimizer steps (or ``epochs_per_stage`` passes over the data) up to
-``max_stage``; :func:`stage_at` is the schedule. With ``reset_optimizer`` the AdamW state is rebuilt and the
+``max_stage``, where it stays for ``final_stage_steps`` (default: one stage's steps; Coconut trains longest at
+its last stage); :func:`stage_at` is the schedule. With ``reset_optimizer`` the AdamW state is rebuilt and the
 learning-rate warmup/cosine restarts at each stage (Coconut resets the optimizer per stage); without it one
 warmup/cosine spans the whole run. With ``mix_prob = p`` each row is, with probability ``p``, drawn at an
 earlier stage (uniform over ``0 .. s - 1``), which keeps the earlier regimes alive.
@@ -85,6 +86,8 @@ class LatentCurriculumConfig(_Strict):
     first_stage: int = Field(1, ge=0, description="0 trains the full-CoT stage first")
     steps_per_stage: int | None = Field(None, gt=0)
     epochs_per_stage: float | None = Field(None, gt=0, description="alternative to steps_per_stage")
+    final_stage_steps: int | None = Field(None, gt=0, description="steps at max_stage (default: one stage's "
+                                          "steps); Coconut keeps training at the last stage")
     mix_prob: float = Field(0.0, ge=0, le=1, description="probability of drawing a row at an earlier stage")
     reset_optimizer: bool = True
     batch_size: int = Field(32, gt=0)
@@ -115,6 +118,15 @@ class LatentCurriculumConfig(_Strict):
         assert self.epochs_per_stage is not None
         return max(1, math.ceil(self.epochs_per_stage * n_examples / self.batch_size))
 
+    def final_steps(self, n_examples: int) -> int:
+        """Optimizer steps at ``max_stage``: ``final_stage_steps``, else one stage's steps."""
+        return self.final_stage_steps if self.final_stage_steps is not None else self.stage_steps(n_examples)
+
+    def total(self, n_examples: int) -> int:
+        """Optimizer steps of the whole curriculum."""
+        return total_steps(self.first_stage, self.max_stage, self.stage_steps(n_examples),
+                           self.final_steps(n_examples))
+
     def spec(self) -> LatentSpec:
         """The inference spec of a student trained with this config."""
         return LatentSpec(latents_per_step=self.latents_per_step, max_stage=self.max_stage,
@@ -129,9 +141,11 @@ def stage_at(step: int, first_stage: int, max_stage: int, steps_per_stage: int) 
     return min(max_stage, first_stage + step // steps_per_stage)
 
 
-def total_steps(first_stage: int, max_stage: int, steps_per_stage: int) -> int:
-    """Optimizer steps of a whole curriculum: one block of ``steps_per_stage`` per stage."""
-    return (max_stage - first_stage + 1) * steps_per_stage
+def total_steps(first_stage: int, max_stage: int, steps_per_stage: int, final_stage_steps: int | None = None) -> int:
+    """Optimizer steps of a whole curriculum: ``steps_per_stage`` for each stage before ``max_stage``, then
+    ``final_stage_steps`` (default ``steps_per_stage``) at ``max_stage``."""
+    final = steps_per_stage if final_stage_steps is None else final_stage_steps
+    return (max_stage - first_stage) * steps_per_stage + final
 
 
 def latent_loss(logits: Tensor, labels: Tensor) -> Tensor:
@@ -188,7 +202,8 @@ class LatentTrainer:
                 torch.manual_seed(cfg.seed)
                 self.halt_head = HaltHead(model.config.hidden_size, cfg.halt.width)
         self.steps_per_stage = cfg.stage_steps(len(self.encoded))
-        self.total = total_steps(cfg.first_stage, cfg.max_stage, self.steps_per_stage)
+        self.final_stage_steps = cfg.final_steps(len(self.encoded))
+        self.total = total_steps(cfg.first_stage, cfg.max_stage, self.steps_per_stage, self.final_stage_steps)
 
     def _optimizer(self) -> torch.optim.AdamW:
         groups = _param_groups(self.model, self.cfg.weight_decay)
@@ -243,7 +258,10 @@ class LatentTrainer:
                 if cfg.reset_optimizer:
                     optimizer = self._optimizer()
             local = step - stage_start if cfg.reset_optimizer else step
-            span = self.steps_per_stage if cfg.reset_optimizer else self.total
+            if not cfg.reset_optimizer:
+                span = self.total
+            else:
+                span = self.final_stage_steps if stage == cfg.max_stage else self.steps_per_stage
             lr = cfg.lr * warmup_cosine(local, warmup_steps=cfg.warmup_steps, max_steps=span,
                                         min_ratio=cfg.min_lr_ratio)
             for group in optimizer.param_groups:

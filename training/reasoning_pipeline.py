@@ -55,7 +55,6 @@ from training.latent_curriculum import (
     LatentTrainer,
     evaluate_latent,
     step_metrics,
-    total_steps,
 )
 from training.latent_model import save_latent_student
 from training.model import Student
@@ -273,7 +272,7 @@ def train_kd_student(cfg_dict: dict[str, Any]) -> tuple[Student, dict[str, Any]]
 def latent_cot_steps(cfg: ReasoningConfig) -> int:
     """CoT steps before the latent curriculum, so that CoT + curriculum = ``train.steps``."""
     lc = cfg.latent
-    curriculum = total_steps(lc.first_stage, lc.max_stage, lc.stage_steps(cfg.data.train))
+    curriculum = lc.total(cfg.data.train)
     if curriculum >= cfg.train.steps:
         raise ValueError(f"the latent curriculum takes {curriculum} steps, not less than train.steps "
                          f"({cfg.train.steps}); lower latent.steps_per_stage")
@@ -645,7 +644,8 @@ def run_seed(cfg: ReasoningConfig, seed: int, out: Path, tokenizer: DistilleryTo
 
     lc = cfg.latent.model_copy(update={"seed": seed})
     log(f"[seed {seed}] latent: {fork} CoT steps then stages {lc.first_stage}..{lc.max_stage} "
-        f"({lc.stage_steps(len(data['train']))} steps each, c={lc.latents_per_step})")
+        f"({lc.stage_steps(len(data['train']))} steps each, {lc.final_steps(len(data['train']))} at the last; "
+        f"c={lc.latents_per_step})")
     latent_result = LatentTrainer(lc, latent_init, tokenizer, data["train"], log=log).train()
     latent_dir = save_latent_student(latent_result.student, out / "students" / "latent", tokenizer=tokenizer,
                                      card={"name": "distillery-latent-student",

@@ -40,6 +40,7 @@ def test_stage_schedule() -> None:
     assert [stage_at(s, 1, 3, 4) for s in range(14)] == [1] * 4 + [2] * 4 + [3] * 6
     assert [stage_at(s, 0, 2, 2) for s in range(6)] == [0, 0, 1, 1, 2, 2]
     assert total_steps(1, 3, 4) == 12 and total_steps(0, 0, 5) == 5
+    assert total_steps(1, 3, 4, 10) == 18 and total_steps(3, 3, 4, 7) == 7  # extended last stage
     with pytest.raises(ValueError):
         stage_at(0, 0, 1, 0)
 
@@ -95,6 +96,33 @@ def test_curriculum_lowers_the_final_stage_loss(tiny_config: ModelConfig, tiny_t
                                  warmup_steps=1)
     LatentTrainer(cfg, model, tiny_tokenizer, examples[:4]).train()
     assert loss() < 0.7 * start
+
+
+def test_final_stage_steps_extend_the_last_stage(tiny_config: ModelConfig, tiny_tokenizer: DistilleryTokenizer,
+                                                 examples: list[dict], monkeypatch: pytest.MonkeyPatch) -> None:
+    """``final_stage_steps`` trains longer at max_stage only; with a reset the last stage's warmup/cosine spans
+    its own steps, without one a single schedule spans the whole run."""
+    import training.latent_curriculum as lc_module
+
+    cfg = LatentCurriculumConfig(first_stage=1, max_stage=3, steps_per_stage=2, final_stage_steps=5)
+    assert cfg.final_steps(100) == 5 and cfg.total(100) == 9
+    assert LatentCurriculumConfig(steps_per_stage=2).total(100) == 6  # default: one stage's steps
+    calls: list[tuple[int, int]] = []
+    original = lc_module.warmup_cosine
+
+    def recording(step: int, *, warmup_steps: int, max_steps: int, min_ratio: float) -> float:
+        calls.append((step, max_steps))
+        return original(step, warmup_steps=warmup_steps, max_steps=max_steps, min_ratio=min_ratio)
+
+    monkeypatch.setattr(lc_module, "warmup_cosine", recording)
+    for reset, expected in ((True, [(0, 2), (1, 2)] * 2 + [(i, 5) for i in range(5)]),
+                            (False, [(i, 9) for i in range(9)])):
+        calls.clear()
+        run = cfg.model_copy(update={"batch_size": 2, "reset_optimizer": reset})
+        result = LatentTrainer(run, _model(tiny_config), tiny_tokenizer, examples).train()
+        assert result.steps == 9
+        assert [(h["stage"], h["steps"]) for h in result.stages] == [(1, 2), (2, 2), (3, 5)]
+        assert calls == expected
 
 
 def test_optimizer_reset_restarts_adam_state(tiny_config: ModelConfig, tiny_tokenizer: DistilleryTokenizer,

@@ -1,0 +1,107 @@
+"""Latent-curriculum schedules at the `make reasoning` budget, one seed: the CoT run of configs/reasoning.yaml
+(KD from the bundled teacher when present, the same schedule over train.steps) forked at FORK steps, then the
+latent curriculum with configs/reasoning.yaml's `latent` section updated by OVERRIDES (JSON) for the rest of
+the budget; held-out accuracy of the result (and optionally of the no-CoT and CoT students at train.steps).
+
+    python benches/probe_latent_schedule.py FORK '{"steps_per_stage": 50, "final_stage_steps": 350}'
+    python benches/probe_latent_schedule.py FORK '{}' --baselines      # also no-CoT and CoT at train.steps
+
+Results are appended to OUT/results.jsonl; the CoT fork and the baselines are cached in OUT.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from training.kd_config import KDConfig
+from training.latent_curriculum import LatentTrainer, evaluate_latent
+from training.model import Student
+from training.reasoning_pipeline import (
+    build_tokenizer,
+    evaluate_text_student,
+    kd_run_config,
+    load_reasoning_config,
+    prepare_data,
+    resolve_teacher,
+    train_kd_student,
+)
+from training.trainer import KDTrainer
+
+
+def cot_fork(cfg: Any, out: Path, tokdir: str, teacher: str | None, paths: dict[str, str], fork: int,
+             seed: int) -> Student:
+    """The CoT run (train.steps schedule) stopped after ``fork`` steps; cached."""
+    cache = out / f"cot_fork{fork}_of{cfg.train.steps}_s{seed}.pt"
+    run = out / "runs" / f"cot_fork{fork}_s{seed}"
+    base = kd_run_config(cfg, run, tokdir, teacher, paths["cot_train"], paths["val"], cfg.train.steps, seed)
+    if not cache.exists():
+        trainer = KDTrainer(KDConfig.model_validate(base), stop_after_steps=fork)
+        result = trainer.train()
+        assert result.step == fork, result.step
+        torch.save({"config": trainer.student.config, "state": trainer.student.state_dict()}, cache)
+    saved = torch.load(cache, weights_only=False)
+    model = Student(saved["config"])
+    model.load_state_dict(saved["state"])
+    return model.train()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("fork", type=int, help="CoT steps before the curriculum")
+    parser.add_argument("overrides", help="JSON object updating configs/reasoning.yaml's latent section")
+    parser.add_argument("--config", default="configs/reasoning.yaml")
+    parser.add_argument("--seed", type=int, default=0, help="training seed")
+    parser.add_argument("--baselines", action="store_true", help="also no-CoT and CoT at train.steps")
+    parser.add_argument("--out", type=Path, default=Path("runs/probe_schedule"))
+    parser.add_argument("--tag", default="", help="label of this run in results.jsonl")
+    args = parser.parse_args()
+    torch.set_num_threads(1)
+    cfg = load_reasoning_config(args.config)
+    args.out.mkdir(parents=True, exist_ok=True)
+    teacher, _ = resolve_teacher(cfg.teacher)
+    tok, tokdir = build_tokenizer(cfg, teacher, args.out)
+    data = prepare_data(cfg, args.out)
+    paths, test, ev = data["paths"], data["test"], cfg.eval
+    results = args.out / "results.jsonl"
+
+    def record(entry: dict[str, Any]) -> None:
+        entry = {"seed": args.seed, "steps": cfg.train.steps, "tag": args.tag, **entry}
+        print(json.dumps(entry), flush=True)
+        with results.open("a") as f:
+            f.write(json.dumps(entry) + "\n")
+
+    if args.baselines:
+        for name, train_file, val_file, t in (("no_cot", "no_cot_train", "no_cot_val", None),
+                                              ("cot", "cot_train", "val", teacher)):
+            started = time.time()
+            model, _ = train_kd_student(kd_run_config(cfg, args.out / "runs" / f"{name}_s{args.seed}", tokdir, t,
+                                                      paths[train_file], paths[val_file], cfg.train.steps,
+                                                      args.seed))
+            e = evaluate_text_student(model, tok, test, ev.max_new_tokens, ev.batch_size)
+            record({"student": name, "accuracy": e["accuracy"], "tokens": e["mean_generated_tokens"],
+                    "seconds": round(time.time() - started)})
+
+    started = time.time()
+    model = cot_fork(cfg, args.out, tokdir, teacher, paths, args.fork, args.seed)
+    fork_seconds = round(time.time() - started)
+    lc = cfg.latent.model_validate({**cfg.latent.model_dump(), **json.loads(args.overrides), "seed": args.seed,
+                                    "log_every": 100})
+    curriculum = lc.total(len(data["train"]))
+    started = time.time()
+    result = LatentTrainer(lc, model, tok, data["train"], log=lambda m: print(m, flush=True)).train()
+    e = evaluate_latent(result.student, tok, test, ev.max_new_tokens, ev.batch_size)
+    record({"student": "latent", "fork": args.fork, "curriculum": curriculum, "total": args.fork + curriculum,
+            "overrides": json.loads(args.overrides), "accuracy": e["accuracy"],
+            "tokens": e["mean_generated_tokens"], "latents": e["mean_latent_positions"],
+            "stage_ce": [round(h["ce"], 3) for h in result.stages], "fork_seconds": fork_seconds,
+            "seconds": round(time.time() - started)})
+
+
+if __name__ == "__main__":
+    main()
