@@ -6,7 +6,9 @@ position (Coconut, Hao et al. 2024). ``feedback="post_norm"`` (the default) feed
 ``StudentOutput.last_hidden_state``, the output of the final RMSNorm: what Coconut feeds, since Hugging
 Face's ``hidden_states[-1]`` is taken after the final norm. It is also the vector the (tied) output
 projection reads, so its scale does not grow with depth. ``"pre_norm"`` feeds the last decoder layer's
-output before that norm (``StudentOutput.hidden_states[-1]`` here).
+output before that norm (``StudentOutput.hidden_states[-1]`` here). ``"post_norm_scaled"`` feeds the post-norm
+state rescaled, per vector, to the mean L2 norm of the token-embedding rows (:func:`latent_input`), so a
+latent input has the scale of the token inputs the layers were trained on.
 
 Multi-pass forward with the KV cache (:func:`latent_forward`): one pass over the prefix up to and
 including ``<bot>``; then one pass per latent slot with ``inputs_embeds`` = the previous position's hidden
@@ -37,7 +39,7 @@ from training.latent_data import BOT_ID, EOT_ID, LatentBatch
 from training.model import LayerCache, Student, StudentOutput
 from training.tokenizer import DistilleryTokenizer
 
-Feedback = Literal["post_norm", "pre_norm"]
+Feedback = Literal["post_norm", "pre_norm", "post_norm_scaled"]
 LATENT_SPEC_FILE = "latent.json"
 HALT_PREFIX = "latent_halt."
 
@@ -56,6 +58,7 @@ __all__ = [
     "halt_loss",
     "halt_targets",
     "latent_forward",
+    "latent_input",
     "load_latent_student",
     "run_prefix",
     "save_latent_student",
@@ -78,8 +81,9 @@ class LatentSpec(BaseModel):
 
 
 def feedback_hidden(out: StudentOutput, feedback: Feedback) -> Tensor:
-    """(B, T, H) the hidden states fed back: after (``post_norm``) or before (``pre_norm``) the final norm."""
-    if feedback == "post_norm":
+    """(B, T, H) the hidden states fed back: after (``post_norm``, ``post_norm_scaled``) or before
+    (``pre_norm``) the final norm (the rescaling of ``post_norm_scaled`` is :func:`latent_input`'s)."""
+    if feedback in ("post_norm", "post_norm_scaled"):
         return out.last_hidden_state
     if out.hidden_states is None:
         raise ValueError("pre_norm feedback needs output_hidden_states=True")
@@ -94,6 +98,15 @@ def run_prefix(model: Student, prefix_ids: Tensor, prefix_mask: Tensor,
                     output_hidden_states=feedback == "pre_norm", compute_logits=False)
     assert out.past_key_values is not None
     return feedback_hidden(out, feedback)[:, -1], out.past_key_values, prefix_mask
+
+
+def latent_input(model: Student, hidden: Tensor, feedback: Feedback) -> Tensor:
+    """The vector fed at a latent slot from the fed-back hidden (B, H): ``hidden`` itself, or for
+    ``post_norm_scaled`` ``hidden`` rescaled to the mean L2 norm of the token-embedding rows."""
+    if feedback != "post_norm_scaled":
+        return hidden
+    target = model.model.embed_tokens.weight.norm(dim=-1).mean()
+    return hidden * (target / hidden.norm(dim=-1, keepdim=True).clamp_min(1e-6))
 
 
 def latent_step(model: Student, inputs: Tensor, real: Tensor, cache: list[LayerCache], mask: Tensor,
@@ -123,7 +136,7 @@ def feed_latents(model: Student, hidden: Tensor, cache: list[LayerCache], mask: 
     inputs: list[Tensor] = []
     for j in range(int(counts.max()) if counts.numel() else 0):
         real = counts > j
-        fed = hidden.detach() if detach_feedback else hidden
+        fed = latent_input(model, hidden.detach() if detach_feedback else hidden, feedback)
         inputs.append(fed)
         new, cache, mask = latent_step(model, fed, real, cache, mask, feedback)
         hidden = torch.where(real[:, None], new, hidden)
@@ -235,7 +248,8 @@ def generate_latent(model: Student, prompts: Sequence[Sequence[int]], *, num_lat
                 active = active & (torch.sigmoid(halt_head(hidden)) <= halt_threshold)
             if not bool(active.any()):
                 break
-            new, cache, mask = latent_step(model, hidden, active, cache, mask, feedback)
+            new, cache, mask = latent_step(model, latent_input(model, hidden, feedback), active, cache, mask,
+                                           feedback)
             hidden = torch.where(active[:, None], new, hidden)
             counts = counts + active.long()
         step_input = torch.full((b, 1), eot_id, dtype=torch.long, device=ids.device)

@@ -62,7 +62,7 @@ def _full_inputs(model: Student, batch: LatentBatch, latent_inputs: list[torch.T
     return torch.cat((embed(batch.prefix_ids), lat, embed(batch.suffix_ids)), dim=1)
 
 
-@pytest.mark.parametrize("feedback", ["post_norm", "pre_norm"])
+@pytest.mark.parametrize("feedback", ["post_norm", "pre_norm", "post_norm_scaled"])
 def test_latent_input_is_previous_positions_hidden_state(model: Student, examples: list, feedback: str) -> None:
     """The multi-pass forward equals one full pass whose latent inputs are the previous positions' hidden
     states (after the final norm for post_norm, the last layer's output for pre_norm)."""
@@ -74,10 +74,17 @@ def test_latent_input_is_previous_positions_hidden_state(model: Student, example
     p, width = batch.prefix_ids.shape[1], int(batch.latent_counts.max())
     assert width == 6 and len(out.latent_inputs) == width
     assert torch.allclose(full.logits[:, p + width:], out.logits, atol=1e-5)
-    source = full.last_hidden_state if feedback == "post_norm" else full.hidden_states[-1]
+    source = full.hidden_states[-1] if feedback == "pre_norm" else full.last_hidden_state
+    if feedback == "post_norm_scaled":  # the post-norm state rescaled to the mean token-embedding norm
+        target = model.model.embed_tokens.weight.norm(dim=-1).mean()
+        source = source * (target / source.norm(dim=-1, keepdim=True))
+        assert not torch.allclose(source, full.last_hidden_state, atol=1e-3)
     for j in range(width):
         real = batch.latent_counts > j
         assert torch.allclose(out.latent_inputs[j][real], source[real, p - 1 + j], atol=1e-5)
+        if feedback == "post_norm_scaled":
+            norms = out.latent_inputs[j][real].norm(dim=-1)
+            assert torch.allclose(norms, torch.full_like(norms, float(target)), atol=1e-4)
     pre, post = full.hidden_states[-1][:, p - 1], full.last_hidden_state[:, p - 1]
     assert not torch.allclose(pre, post)  # the two choices really differ
 
@@ -200,15 +207,17 @@ def test_batched_inference_with_halt_head_equals_per_example(model: Student, exa
         assert torch.allclose(alone.logits[0], batched.logits[i, :n], atol=1e-4)
 
 
-def test_generation_matches_the_teacher_forced_forward(model: Student, examples: list) -> None:
-    """Greedy decoding after the latents picks the argmax of the training forward on the same sequence."""
+@pytest.mark.parametrize("feedback", ["post_norm", "post_norm_scaled"])
+def test_generation_matches_the_teacher_forced_forward(model: Student, examples: list, feedback: str) -> None:
+    """Greedy decoding after the latents picks the argmax of the training forward on the same sequence
+    (the same fed-back vectors, rescaled or not, in both)."""
     gen = generate_latent(model, [e.prompt_ids for e in examples[:3]], num_latents=2, eos_id=EOS, pad_id=PAD,
-                          max_new_tokens=5)
+                          max_new_tokens=5, feedback=feedback)  # type: ignore[arg-type]
     for i, e in enumerate(examples[:3]):
         row = latent_row(e, 2, 1)
         forced = type(row)(prefix=row.prefix, n_latents=2, suffix=[row.suffix[0], *gen.tokens[i]], stage=2)
         with torch.no_grad():
-            out = latent_forward(model, collate_latent([forced], PAD))
+            out = latent_forward(model, collate_latent([forced], PAD), feedback)  # type: ignore[arg-type]
         n = len(gen.tokens[i])
         assert out.logits[0, :n].argmax(-1).tolist() == gen.tokens[i]
         assert torch.allclose(out.logits[0, :n], gen.logits[i, :n], atol=1e-4)
