@@ -59,21 +59,34 @@ from conversion.ane_model import (
     layout_budget,
     prefill_mask,
 )
-from conversion.coreml_report import Checks, CoreMLReport, LintSummary, report_path, summary, write_report
+from conversion.coreml_report import (
+    Checks,
+    ConversionStatus,
+    CoreMLReport,
+    LintSummary,
+    report_path,
+    summary,
+    write_report,
+)
 from conversion.criteria import (
     COREML_FP32_TOLERANCE,
     FP16_REL_FLOOR,
     FP32_REL_TOLERANCE,
     KL_PER_TOKEN_TOLERANCE,
+    Verdict,
     exceeds,
     fp16_tolerance,
     fp16_verdict,
     fp32_verdict,
     verification_length,
 )
+from training.artifact import ArtifactError
 from training.model import Student
-from training.model_config import ModelConfig
-from training.tokenizer import TOKENIZER_FILE, DistilleryTokenizer
+from training.model_config import ConfigError, ModelConfig
+from training.tokenizer import TOKENIZER_FILE, DistilleryTokenizer, TokenizerMismatchError
+from training.user_errors import UserError
+
+__all__ = ["ConversionError", "ConversionStatus", "CoreMLOptions", "OptionsError", "export_coreml", "main"]
 
 DEFAULT_PROMPTS = (
     "Q: 7+3*2-4=?\n",
@@ -92,6 +105,26 @@ WEIGHT_STEP = {"int8": 1.0 / 127, "int4": 1.0 / 7, "palettize4": 2.0 / 15}
 """Quantization step relative to max|w|; a dequantized weight lies within half a step (+fp16 slack)."""
 QUANT_BLOCK_SIZE = 32
 PALETTE_GROUP_SIZE = 16
+
+
+class ConversionError(RuntimeError):
+    """coremltools could not convert or compress this model, or the compressed program does not hold the
+    student's weights: an outcome of the model and the options, reported in the report (status ``error``),
+    unlike a programming error, which is raised with its traceback."""
+
+
+class OptionsError(ValueError):
+    """The options do not fit this model (e.g. ``--seq-lens`` longer than its positions)."""
+
+
+USER_CAUSED: tuple[type[Exception], ...] = (
+    ArtifactError, ConfigError, TokenizerMismatchError, UserError, OSError, OptionsError, ConversionError)
+"""What :func:`export_coreml` reports (status ``error``) instead of raising: an unusable artifact, config or
+file, options that do not fit the model, a model coremltools cannot convert. Anything else is a programming
+error and is raised with its traceback."""
+
+_COREMLTOOLS_ERRORS = (RuntimeError, ValueError, NotImplementedError, AssertionError, KeyError)
+"""What coremltools' converter and optimizer raise for a model or option they cannot handle."""
 
 
 # ---- options ------------------------------------------------------------------------------------
@@ -195,12 +228,12 @@ def resolve_cache_len(options: CoreMLOptions, config: ModelConfig) -> int:
     32 (at most 2048). Raises ValueError when the sequence lengths do not fit the model."""
     lengths = options.lengths
     if lengths.high > config.max_position_embeddings:
-        raise ValueError(f"--seq-lens up to {lengths.high} exceed max_position_embeddings="
+        raise OptionsError(f"--seq-lens up to {lengths.high} exceed max_position_embeddings="
                          f"{config.max_position_embeddings}")
     default = -(-min(config.max_position_embeddings, 2048) // STATE_ALIGNMENT) * STATE_ALIGNMENT
     cache_len = options.cache_len or default
     if options.stateful and lengths.high > cache_len:
-        raise ValueError(f"--seq-lens up to {lengths.high} exceed the cache length {cache_len}")
+        raise OptionsError(f"--seq-lens up to {lengths.high} exceed the cache length {cache_len}")
     return cache_len
 
 
@@ -342,12 +375,17 @@ def convert_module(module: nn.Module, lengths: SeqLens, options: CoreMLOptions, 
         traced = torch.jit.trace(module, example, check_trace=False)
     if stateful:
         module.reset_cache()
-    return ct.convert(
-        traced, inputs=inputs, outputs=[ct.TensorType("logits", dtype=io_dtype)], states=states,
-        convert_to="mlprogram", minimum_deployment_target=getattr(ct.target, options.target),
-        compute_precision=ct.precision.FLOAT16 if fp16 else ct.precision.FLOAT32,
-        skip_model_load=True,
-    )
+    try:
+        return ct.convert(
+            traced, inputs=inputs, outputs=[ct.TensorType("logits", dtype=io_dtype)], states=states,
+            convert_to="mlprogram", minimum_deployment_target=getattr(ct.target, options.target),
+            compute_precision=ct.precision.FLOAT16 if fp16 else ct.precision.FLOAT32,
+            skip_model_load=True,
+        )
+    except _COREMLTOOLS_ERRORS as exc:
+        kind = "decode" if stateful else "prefill"
+        raise ConversionError(f"coremltools could not convert the {kind} module: {type(exc).__name__}: {exc}") \
+            from exc
 
 
 def compressible_weights(mlmodel: Any) -> dict[str, tuple[int, ...]]:
@@ -398,7 +436,11 @@ def compress(mlmodel: Any, mode: str, target: str) -> Any:
     weights = compressible_weights(mlmodel)
     config = OptimizationConfig(op_name_configs={name: op_config(shape) for name, shape in weights.items()})
     fn = palettize_weights if mode == "palettize4" else linear_quantize_weights
-    return fn(mlmodel, config)
+    try:
+        return fn(mlmodel, config)
+    except _COREMLTOOLS_ERRORS as exc:
+        raise ConversionError(f"coremltools could not compress the weights ({mode}): {type(exc).__name__}: {exc}") \
+            from exc
 
 
 def save_package(prefill: Any, decoder: Any | None, out: Path) -> list[str]:
@@ -457,15 +499,15 @@ def quantized_reference(module: nn.Module, program: Any, functions: list[str], m
     for other in functions[1:]:
         for name, value in dequantized_weights(program.functions[other]).items():
             if name in weights and not np.array_equal(weights[name], value):
-                raise RuntimeError(f"function {other!r} compresses {name} differently from {functions[0]!r}")
+                raise ConversionError(f"function {other!r} compresses {name} differently from {functions[0]!r}")
     if not weights:
-        raise RuntimeError(f"--quantize {mode}: the program holds no compressed weights")
+        raise ConversionError(f"--quantize {mode}: the program holds no compressed weights")
     reference = copy.deepcopy(module)
     ref_params = dict(reference.named_parameters(remove_duplicate=False))
     worst = 0.0
     for const, value in weights.items():
         if const not in by_const:
-            raise RuntimeError(f"compressed weight {const} matches no parameter of the converted module")
+            raise ConversionError(f"compressed weight {const} matches no parameter of the converted module")
         name = by_const[const]
         original = params[name].detach().numpy()
         value = value.reshape(original.shape)
@@ -476,7 +518,7 @@ def quantized_reference(module: nn.Module, program: Any, functions: list[str], m
     bound = WEIGHT_STEP[mode] / 2 + 2e-3
     info = {"mode": mode, "compressed_weights": len(weights), "weight_rel_error": worst, "weight_bound": bound}
     if worst > bound:
-        raise RuntimeError(f"a dequantized weight is {worst:.3g} (relative) from the student's, above the "
+        raise ConversionError(f"a dequantized weight is {worst:.3g} (relative) from the student's, above the "
                            f"{mode} bound {bound:.3g}")
     return reference.eval(), info
 
@@ -526,7 +568,9 @@ def encode_prompts(student_dir: Path, prompts: Sequence[str], vocab_size: int) -
 # ---- the whole conversion -----------------------------------------------------------------------
 
 def _check(report: CoreMLReport, name: str, value: float | None, tolerance: float) -> None:
-    report.errors.extend(exceeds(name, value, tolerance))
+    failures = exceeds(name, value, tolerance)
+    report.errors.extend(failures)
+    report.exceeded.extend([name] if failures else [])
 
 
 def op_counts(program: Any, function: str) -> dict[str, int]:
@@ -549,26 +593,40 @@ def convert_verification_decoder(student: Student, options: CoreMLOptions, cache
     return path
 
 
-def _verdict(checks: Checks, options: CoreMLOptions, result: Any, prefix: str = "") -> list[str]:
+def _verdict(checks: Checks, options: CoreMLOptions, result: Any, prefix: str = "") -> Verdict:
     """Failures of one verification (:class:`conversion.mil_executor.Verification`) under the shared rules
     of :mod:`conversion.criteria`: fp16 logits within max(3e-3, 1.5 x PyTorch's own fp16 error) (an fp32
     program's prefill within :data:`FP32_TOLERANCE`; its decode keeps fp16 states, so the fp16 rule),
     greedy tokens identical and mean KL(reference || program) within 1e-3 nats per token."""
     floor = checks.pytorch_fp16_rel_error if options.precision == "fp16" else None
     failures: list[str] = []
+    exceeded: list[str] = []
     if options.precision == "fp16":
         rel = {f"{prefix}prefill_rel_error": result.prefill_rel_error,
                f"{prefix}decode_rel_error": result.decode_rel_error}
     else:
         rel = {f"{prefix}decode_rel_error": result.decode_rel_error}
-        failures += fp32_verdict({f"{prefix}prefill_rel_error": result.prefill_rel_error},
-                                 tolerance=FP32_TOLERANCE).failures
+        fp32 = fp32_verdict({f"{prefix}prefill_rel_error": result.prefill_rel_error}, tolerance=FP32_TOLERANCE)
+        failures += fp32.failures
+        exceeded += fp32.exceeded
     verdict = fp16_verdict(rel, floor, result.greedy_tokens_identical, result.kl_per_token)
-    return failures + [f if f.startswith(prefix) else prefix + f for f in verdict.failures]
+    failures += [f if f.startswith(prefix) else prefix + f for f in verdict.failures]
+    exceeded += [n if n.startswith(prefix) else prefix + n for n in verdict.exceeded]
+    return Verdict(verdict.tolerance, tuple(failures), tuple(exceeded))
 
 
 def export_coreml(student_dir: str | Path, out: str | Path, options: CoreMLOptions) -> CoreMLReport:
-    """Convert, save, lint and verify; writes ``MODEL.report.json`` and returns the report."""
+    """Convert, save, lint and verify; writes ``MODEL.report.json`` and returns the report.
+
+    The report's ``status`` (:class:`~conversion.coreml_report.ConversionStatus`) says how it ended: passed,
+    only tolerances exceeded (named in ``exceeded``), another check failed, or stopped by an error a user
+    can cause (an unusable artifact or file, options that do not fit the model, a :class:`ConversionError`),
+    named in ``error_type`` and ``errors``.
+
+    Raises:
+        Any other exception (a programming error), with its traceback; no report is left at the report
+        path then (a stale one from an earlier run is removed first).
+    """
     from conversion.ane_lint import lint_program
     from conversion.mil_executor import ExecutorRunner, PredictRunner, load_program, rel_error, verify_runner
 
@@ -580,11 +638,19 @@ def export_coreml(student_dir: str | Path, out: str | Path, options: CoreMLOptio
                                     ane_rewrite_tolerance=ANE_REWRITE_TOLERANCE,
                                     kl_tolerance=KL_PER_TOKEN_TOLERANCE)  # filled in as checks run
     timings: dict[str, float] = {}
+    other_failures = False  # a failed check that is not a measurement over its tolerance
+    report_path(out).unlink(missing_ok=True)
 
     def lap(name: str, since: float) -> float:
         now = time.perf_counter()
         timings[name] = round(now - since, 3)
         return now
+
+    def record(verdict: Verdict) -> None:
+        nonlocal other_failures
+        report.errors.extend(verdict.failures)
+        report.exceeded.extend(verdict.exceeded)
+        other_failures |= bool(verdict.failures) and not verdict.only_tolerances
 
     try:
         t = time.perf_counter()
@@ -604,8 +670,8 @@ def export_coreml(student_dir: str | Path, out: str | Path, options: CoreMLOptio
         checks.ane_rewrite_max_abs_error, checks.ane_rewrite_rel_error = exact_rewrite_errors(
             student, prefill, decoder32, rewrite_prompts)
         checks.ane_rewrite_fp32_rel_error = rewrite_errors(student, prefill, decoder32, rewrite_prompts)[1]
-        report.errors += fp32_verdict({"ane_rewrite_rel_error": checks.ane_rewrite_rel_error},
-                                      tolerance=ANE_REWRITE_TOLERANCE).failures
+        record(fp32_verdict({"ane_rewrite_rel_error": checks.ane_rewrite_rel_error},
+                            tolerance=ANE_REWRITE_TOLERANCE))
         t = lap("rewrite_check", t)
 
         prefill_ml = convert_module(prefill, options.lengths, options, stateful=False)
@@ -627,6 +693,7 @@ def export_coreml(student_dir: str | Path, out: str | Path, options: CoreMLOptio
         report.lint = LintSummary(**{k: v for k, v in lint.to_dict().items() if k != "op_histogram"})
         if options.ane and lint.errors:
             report.errors.append(f"ANE lint found {len(lint.errors)} error-level issues")
+            other_failures = True
         t = lap("lint", t)
 
         reference = student_reference(student)
@@ -643,6 +710,7 @@ def export_coreml(student_dir: str | Path, out: str | Path, options: CoreMLOptio
                 verify_program = load_program(decode_package)
                 if op_counts(verify_program, "main") != report.op_histogram.get("decode"):
                     report.errors.append("the verification decode program's ops differ from the shipped decode's")
+                    other_failures = True
                 checks.verification_program = (
                     f"prefill: the shipped function; decode: the same decoder converted again with a "
                     f"{verify_len}-slot cache (shipped: {cache_len}; same weights, options and op histogram), "
@@ -676,7 +744,7 @@ def export_coreml(student_dir: str | Path, out: str | Path, options: CoreMLOptio
         checks.fp16_tolerance = fp16_tolerance(checks.pytorch_fp16_rel_error)
         checks.decode_tolerance = checks.fp16_tolerance
         checks.prefill_tolerance = checks.fp16_tolerance if options.precision == "fp16" else FP32_TOLERANCE
-        report.errors += _verdict(checks, options, result)
+        record(_verdict(checks, options, result))
         _check(report, "deployment_decode_rel_error", checks.deployment_decode_rel_error, checks.fp16_tolerance)
         if checks.quantization is not None:
             _measure_quantization(checks.quantization, reference, student, prompts, runner.max_length,
@@ -691,11 +759,12 @@ def export_coreml(student_dir: str | Path, out: str | Path, options: CoreMLOptio
                               "greedy_tokens_identical": predicted.greedy_tokens_identical,
                               "greedy_divergences": predicted.greedy_divergences,
                               "kl_per_token": predicted.kl_per_token}
-            report.errors += _verdict(checks, options, predicted, prefix="predict ")
+            record(_verdict(checks, options, predicted, prefix="predict "))
             lap("predict", t)
-    except Exception as exc:  # reported, not raised: the report says what failed
+    except USER_CAUSED as exc:  # anything else is a programming error: raised, with its traceback
         report.errors.append(f"{type(exc).__name__}: {exc}")
-    report.passed = not report.errors
+        report.error_type = type(exc).__name__
+    report.settle(other_failures=other_failures)
     report.timings = timings
     report.seconds = round(time.perf_counter() - start, 3)
     report.cpu_seconds = round(time.process_time() - cpu_start, 3)

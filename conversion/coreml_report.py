@@ -6,13 +6,16 @@ The report of ``MODEL.mlpackage`` is ``MODEL.report.json`` beside it. Top-level 
 ``ane_rewrite_rel_error``, ``prefill_rel_error``, ``decode_rel_error``, ``pytorch_fp16_rel_error``,
 ``fp16_tolerance``, ``kl_per_token``, ``greedy_tokens_identical``, ``prompts_checked``,
 ``verification_cache_len``, plus tolerances and details; see :class:`Checks`), ``errors``, ``passed``, ``seconds`` (wall clock), ``cpu_seconds`` (this
-process, all threads) and ``timings`` (wall clock per step).
+process, all threads), ``timings`` (wall clock per step), ``status`` (:class:`ConversionStatus`, what
+callers decide on), ``exceeded`` (the measurements over their tolerance) and ``error_type`` (the exception
+class when the conversion stopped on bad input or a conversion error).
 Relative errors are ``max|coreml - torch| / max|torch|`` over all logits compared.
 """
 
 from __future__ import annotations
 
 import json
+from enum import StrEnum
 from pathlib import Path
 from typing import Any
 
@@ -27,6 +30,20 @@ def report_path(package: str | Path) -> Path:
     """``dir/MODEL.mlpackage`` -> ``dir/MODEL.report.json``."""
     package = Path(package)
     return package.with_name(package.stem + REPORT_SUFFIX)
+
+
+class ConversionStatus(StrEnum):
+    """The outcome of one conversion, for code to decide on (``report.errors`` is for people)."""
+
+    PASSED = "passed"
+    """Every check passed."""
+    TOLERANCE_EXCEEDED = "tolerance_exceeded"
+    """Every failure is a measurement over its tolerance (named in ``exceeded``); no other check failed."""
+    CHECKS_FAILED = "checks_failed"
+    """Another check failed: greedy tokens, ANE lint errors, the verification program's ops."""
+    ERROR = "error"
+    """The conversion stopped: an unusable input (artifact, config, file) or a coremltools conversion error
+    (``error_type`` names the exception). Programming errors are raised, not reported."""
 
 
 class LintSummary(BaseModel):
@@ -107,6 +124,22 @@ class CoreMLReport(BaseModel):
     seconds: float = 0.0
     cpu_seconds: float = 0.0
     timings: dict[str, float] = Field(default_factory=dict)
+    status: ConversionStatus = ConversionStatus.ERROR
+    exceeded: list[str] = Field(default_factory=list)
+    error_type: str | None = None
+
+    def settle(self, *, other_failures: bool) -> None:
+        """Set ``passed`` and ``status`` from ``errors``, ``exceeded`` and whether a non-tolerance check
+        failed (``other_failures``); a report whose ``error_type`` is set stays :attr:`ConversionStatus.ERROR`."""
+        self.passed = not self.errors
+        if self.error_type is not None:
+            self.status = ConversionStatus.ERROR
+        elif self.passed:
+            self.status = ConversionStatus.PASSED
+        elif other_failures or not self.exceeded:
+            self.status = ConversionStatus.CHECKS_FAILED
+        else:
+            self.status = ConversionStatus.TOLERANCE_EXCEEDED
 
 
 def write_report(report: CoreMLReport, path: str | Path) -> Path:
@@ -162,7 +195,7 @@ def summary(report: CoreMLReport) -> str:
 def hints(report: CoreMLReport) -> list[str]:
     """What to try when a check failed (empty when it passed or nothing applies)."""
     c, options = report.checks, report.options
-    tolerance_failed = any("exceeds the tolerance" in e and "rel_error" in e for e in report.errors)
+    tolerance_failed = any("rel_error" in name for name in report.exceeded)
     if not tolerance_failed or options.get("precision") != "fp16":
         return []
     found = []

@@ -14,9 +14,9 @@ the scale of the reference, so it holds for a toy model and for a 135M model wit
   ``KL(reference || program)`` over compared positions at most 1e-3 nats per token
   (:data:`KL_PER_TOKEN_TOLERANCE`, :func:`kl_per_token`).
 
-Failures are sentences ``"<name> <value> exceeds the tolerance <tolerance>"`` (the wording
-:mod:`training.pipeline` and :func:`conversion.coreml_report.hints` recognise as a tolerance miss) or
-``"greedy tokens differ ..."``.
+Failures are sentences ``"<name> <value> exceeds the tolerance <tolerance>"`` or ``"greedy tokens differ
+..."``, for people; a :class:`Verdict` also names the measurements over their tolerance
+(:attr:`Verdict.exceeded`), which is what code decides on (never the wording).
 """
 
 from __future__ import annotations
@@ -95,24 +95,42 @@ def exceeds(name: str, value: float | None, tolerance: float) -> list[str]:
 
 @dataclass(frozen=True)
 class Verdict:
-    """A decision: ``passed`` when ``failures`` is empty; ``tolerance`` is the relative tolerance used."""
+    """A decision: ``passed`` when ``failures`` is empty; ``tolerance`` is the relative tolerance used;
+    ``exceeded`` names the measurements over their tolerance (one failure sentence each)."""
 
     tolerance: float
     failures: tuple[str, ...] = field(default_factory=tuple)
+    exceeded: tuple[str, ...] = field(default_factory=tuple)
 
     @property
     def passed(self) -> bool:
         return not self.failures
+
+    @property
+    def only_tolerances(self) -> bool:
+        """True when it failed and every failure is a measurement over its tolerance (no other check)."""
+        return bool(self.failures) and len(self.exceeded) == len(self.failures)
+
+
+def _exceeded(values: Mapping[str, float | None], tolerance: float) -> tuple[list[str], list[str]]:
+    """(names, failure sentences) of the ``values`` over ``tolerance``."""
+    names, failures = [], []
+    for name, value in values.items():
+        failure = exceeds(name, value, tolerance)
+        if failure:
+            names.append(name)
+            failures += failure
+    return names, failures
 
 
 def fp32_verdict(rel_errors: Mapping[str, float | None], greedy_identical: bool | None = None, *,
                  tolerance: float = FP32_REL_TOLERANCE) -> Verdict:
     """fp32 programs and the fp32 ANE rewrite: every named relative error (``max|Δ|/max|ref|``; None =
     not measured) within ``tolerance`` and, when checked (not None), greedy tokens identical."""
-    failures = [f for name, value in rel_errors.items() for f in exceeds(name, value, tolerance)]
+    names, failures = _exceeded(rel_errors, tolerance)
     if greedy_identical is False:
         failures.append("greedy tokens differ from the reference")
-    return Verdict(tolerance, tuple(failures))
+    return Verdict(tolerance, tuple(failures), tuple(names))
 
 
 def fp16_verdict(rel_errors: Mapping[str, float | None], pytorch_fp16_rel_error: float | None,
@@ -122,11 +140,12 @@ def fp16_verdict(rel_errors: Mapping[str, float | None], pytorch_fp16_rel_error:
     ``pytorch_fp16_rel_error``, greedy tokens identical (when checked) and mean KL per token (when
     measured) within ``kl_tolerance`` nats."""
     tolerance = fp16_tolerance(pytorch_fp16_rel_error)
-    failures = [f for name, value in rel_errors.items() for f in exceeds(name, value, tolerance)]
-    failures += exceeds("kl_per_token", kl, kl_tolerance)
+    names, failures = _exceeded(rel_errors, tolerance)
+    kl_names, kl_failures = _exceeded({"kl_per_token": kl}, kl_tolerance)
+    names, failures = names + kl_names, failures + kl_failures
     if greedy_identical is False:
         failures.append("greedy tokens differ from the reference")
-    return Verdict(tolerance, tuple(failures))
+    return Verdict(tolerance, tuple(failures), tuple(names))
 
 
 def verification_length(prompt_lengths: list[int], max_new_tokens: int, max_length: int) -> int:

@@ -27,6 +27,7 @@ import torch
 import yaml
 from pydantic import Field, ValidationError
 
+from conversion.coreml_report import ConversionStatus
 from training.config_base import StrictModel, validation_problems
 from training.data_adapter import eval_batches
 from training.evaluation import evaluate_loss, evaluate_task, generate_completions
@@ -290,13 +291,11 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _only_tolerance_exceeded(entry: dict[str, Any]) -> bool:
-    """True when an export's only failures are relative-error tolerances while greedy tokens are identical."""
+    """True when an export's report says only tolerances were exceeded (``status`` ``tolerance_exceeded``,
+    :class:`conversion.coreml_report.ConversionStatus`) while greedy tokens are identical."""
     report = entry.get("report") or {}
     checks = report.get("checks") or {}
-    errors = report.get("errors") or []
-    if not errors or checks.get("greedy_tokens_identical") is not True:
-        return False
-    return all("exceeds the tolerance" in str(err) for err in errors)
+    return report.get("status") == ConversionStatus.TOLERANCE_EXCEEDED and checks.get("greedy_tokens_identical") is True
 
 
 if __name__ == "__main__":

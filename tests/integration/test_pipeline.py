@@ -66,19 +66,30 @@ def _fake_run(exports: dict[str, Any]) -> Any:
     return run
 
 
-def _coreml(errors: list[str], identical: bool) -> dict[str, Any]:
+def _coreml(errors: list[str], identical: bool, status: str | None = None) -> dict[str, Any]:
+    if status is None:
+        status = "passed" if not errors else "tolerance_exceeded" if identical else "checks_failed"
     return {"passed": not errors, "seconds": 1.0, "command": "x",
-            "report": {"errors": errors, "checks": {"greedy_tokens_identical": identical}}}
+            "report": {"errors": errors, "status": status, "checks": {"greedy_tokens_identical": identical}}}
+
+
+TOLERANCE_MISS = "prefill_rel_error 0.0035 exceeds the tolerance 0.003"
 
 
 @pytest.mark.parametrize(("exports", "code"), [
     ({"coreml": _coreml([], True)}, 0),
     # a tolerance alone, with identical greedy tokens, is a warning
-    ({"coreml": _coreml(["prefill_rel_error 0.0035 exceeds the tolerance 0.003"], True)}, 0),
+    ({"coreml": _coreml([TOLERANCE_MISS], True)}, 0),
     # different greedy tokens, or any other failure, fails the run
-    ({"coreml": _coreml(["prefill_rel_error 0.0035 exceeds the tolerance 0.003"], False)}, 1),
+    ({"coreml": _coreml([TOLERANCE_MISS], False)}, 1),
     ({"coreml": _coreml(["greedy tokens diverge from the reference beyond a near tie"], False)}, 1),
     ({"onnx": {"passed": False, "error": "timed out after 300s", "command": "x"}}, 1),
+    # the decision reads the report's status, never the wording of its errors
+    ({"coreml": _coreml([TOLERANCE_MISS], True, status="checks_failed")}, 1),
+    ({"coreml": _coreml([TOLERANCE_MISS], True, status="error")}, 1),
+    ({"coreml": _coreml(["prefill_rel_error is 0.0035, over 0.003"], True, status="tolerance_exceeded")}, 0),
+    ({"coreml": {**_coreml([TOLERANCE_MISS], True), "report": {"errors": [TOLERANCE_MISS],
+                                                               "checks": {"greedy_tokens_identical": True}}}}, 1),
 ])
 def test_exit_code_policy_for_failed_exports(exports: dict[str, Any], code: int, tmp_path: Path,
                                              monkeypatch: pytest.MonkeyPatch,

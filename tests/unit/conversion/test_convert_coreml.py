@@ -30,7 +30,7 @@ from conversion.convert_coreml import (
     rewrite_errors,
     verification_cache_len,
 )
-from conversion.coreml_report import CoreMLReport, report_path
+from conversion.coreml_report import ConversionStatus, CoreMLReport, report_path
 from conversion.mil_executor import load_program
 from training.model import Student
 
@@ -62,6 +62,7 @@ def quantized(tiny_artifact: Path, tmp_path_factory: pytest.TempPathFactory) -> 
 def test_export_passes_and_writes_the_report(exported: tuple[Path, CoreMLReport]) -> None:
     out, report = exported
     assert report.passed, report.errors
+    assert report.status == ConversionStatus.PASSED and report.exceeded == []
     assert out.is_dir() and report.functions == ["prefill", "decode"]
     written = json.loads(report_path(out).read_text())
     assert report_path(out).name == "student.report.json"
@@ -237,7 +238,63 @@ def test_failed_checks_exit_nonzero(tiny_artifact: Path, tmp_path: Path, monkeyp
     report = json.loads(report_path(out).read_text())
     assert report["passed"] is False
     assert any(e.startswith("prefill_rel_error") for e in report["errors"])
+    assert "prefill_rel_error" in report["exceeded"]
+    assert report["status"] in ("tolerance_exceeded", "checks_failed")
+    assert (report["status"] == "tolerance_exceeded") == (report["checks"]["greedy_tokens_identical"] is True)
     assert "FAILED" in capsys.readouterr().out
+
+
+def test_a_programming_error_is_raised_with_its_traceback(tiny_artifact: Path, tmp_path: Path,
+                                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    """A bug (here a TypeError inside the conversion) is not turned into a report line: it propagates, with
+    the frame that raised it, and no report (stale or new) is left for a caller to misread."""
+
+    def broken(*args: object, **kwargs: object) -> None:
+        raise TypeError("unsupported operand type(s) for +: 'int' and 'str'")
+
+    monkeypatch.setattr(convert_coreml, "build_modules", broken)
+    out = tmp_path / "bug.mlpackage"
+    report_path(out).write_text('{"status": "tolerance_exceeded"}')  # a stale report of an earlier run
+    options = CoreMLOptions(seq_lens="16", target="iOS17", max_new_tokens=2, prompts=DEFAULT_PROMPTS[:1])
+    with pytest.raises(TypeError, match="unsupported operand") as raised:
+        export_coreml(tiny_artifact, out, options)
+    assert raised.traceback[-1].name == "broken"
+    assert not report_path(out).exists()
+
+
+def test_a_conversion_error_is_reported_with_status_error(tiny_artifact: Path, tmp_path: Path,
+                                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    """What a user can cause (a model coremltools cannot convert, an unusable artifact) ends in the report:
+    status ``error`` and the exception's class, exit code 1 from the CLI."""
+
+    def refuse(*args: object, **kwargs: object) -> None:
+        raise convert_coreml.ConversionError("coremltools could not convert the prefill module: op 'x'")
+
+    monkeypatch.setattr(convert_coreml, "convert_module", refuse)
+    out = tmp_path / "refused.mlpackage"
+    options = CoreMLOptions(seq_lens="16", target="iOS17", max_new_tokens=2, prompts=DEFAULT_PROMPTS[:1])
+    report = export_coreml(tiny_artifact, out, options)
+    assert report.status == ConversionStatus.ERROR and report.error_type == "ConversionError"
+    assert not report.passed and report.errors[-1].startswith("ConversionError: coremltools could not convert")
+    written = json.loads(report_path(out).read_text())
+    assert written["status"] == "error" and written["error_type"] == "ConversionError"
+
+    missing = export_coreml(tmp_path / "no-such-student", tmp_path / "m.mlpackage", options)
+    assert missing.status == ConversionStatus.ERROR and missing.error_type is not None
+
+
+def test_coremltools_errors_become_conversion_errors(tiny_student: Student, monkeypatch: pytest.MonkeyPatch) -> None:
+    import coremltools as ct
+
+    def unsupported(*args: object, **kwargs: object) -> None:
+        raise NotImplementedError("PyTorch convert function for op 'frobnicate' not implemented.")
+
+    monkeypatch.setattr(ct, "convert", unsupported)
+    options = CoreMLOptions(seq_lens="16", target="iOS17", ane=False)
+    prefill, _ = build_modules(tiny_student, options, 64)
+    with pytest.raises(convert_coreml.ConversionError, match="frobnicate") as raised:
+        convert_coreml.convert_module(prefill, options.lengths, options, stateful=False)
+    assert isinstance(raised.value.__cause__, NotImplementedError)
 
 
 def test_cli_subprocess_writes_the_report(tiny_artifact: Path, tmp_path: Path) -> None:
