@@ -145,3 +145,23 @@ def fsdp_full_copies(student: torch.nn.Module, optimizer: torch.optim.Optimizer 
         for group, live in zip(full_optim.param_groups, optimizer.param_groups, strict=True):
             group["lr"] = live["lr"]
     return full, full_optim
+
+
+def fsdp_load_full_state(student: torch.nn.Module, optimizer: torch.optim.Optimizer, full: torch.nn.Module,
+                         full_optimizer: torch.optim.Optimizer) -> None:
+    """Load a full (unsharded) student and optimizer state, as a single-process checkpoint holds them, into an
+    FSDP student and its optimizer: every rank keeps its shard of the parameters and of the Adam moments.
+    Every rank must call it with the same full state (each reads the checkpoint itself)."""
+    from torch.distributed.checkpoint.state_dict import (
+        StateDictOptions,
+        get_optimizer_state_dict,
+        set_model_state_dict,
+        set_optimizer_state_dict,
+    )
+
+    options = StateDictOptions(full_state_dict=True)
+    set_model_state_dict(student, full.state_dict(), options=options)  # type: ignore[arg-type]
+    optim_state = get_optimizer_state_dict(full, full_optimizer, options=options)
+    set_optimizer_state_dict(student, optimizer, optim_state, options=options)
+    for group, saved in zip(optimizer.param_groups, full_optimizer.param_groups, strict=True):
+        group["lr"] = saved["lr"]

@@ -669,7 +669,15 @@ class KDTrainer:
                 )
         for hook in self.hooks:
             hook.before_resume(self, path)
-        state = load_checkpoint(path, self.student, self.optimizer)
+        if self.fsdp:  # the checkpoint is in the single-process format: load full copies, then shard them
+            from training.distributed import fsdp_load_full_state
+
+            full = Student(self.student.config)
+            full_optimizer = build_optimizer(full, self.cfg)
+            state = load_checkpoint(path, full, full_optimizer)
+            fsdp_load_full_state(self.student, self.optimizer, full, full_optimizer)
+        else:
+            state = load_checkpoint(path, self.student, self.optimizer)
         self.step = int(state["step"])
         self.stream.load_state_dict(state["data"])
         self.best = state.get("best")
