@@ -15,7 +15,7 @@ Relative errors are ``max|coreml - torch| / max|torch|`` over all logits compare
 from __future__ import annotations
 
 import json
-from enum import StrEnum
+from enum import Enum
 from pathlib import Path
 from typing import Any
 
@@ -32,7 +32,7 @@ def report_path(package: str | Path) -> Path:
     return package.with_name(package.stem + REPORT_SUFFIX)
 
 
-class ConversionStatus(StrEnum):
+class ConversionStatus(str, Enum):
     """The outcome of one conversion, for code to decide on (``report.errors`` is for people)."""
 
     PASSED = "passed"
