@@ -49,7 +49,7 @@ from typing import Any, Literal
 
 import numpy as np
 import torch
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import Field, field_validator
 from torch import Tensor, nn
 
 from arbiter.judge_training.artifact import load_judge
@@ -64,6 +64,7 @@ from conversion.criteria import (
     fp32_verdict,
 )
 from training.artifact import ArtifactError
+from training.config_base import FrozenStrictModel
 from training.tasks.arithmetic import generate as generate_arithmetic
 from training.tasks.arithmetic_corrupt import corrupt
 from training.tokenizer import DistilleryTokenizer
@@ -76,17 +77,21 @@ SAMPLE_PAIRS: tuple[tuple[str, str, str], ...] = (
 )
 
 
-class JudgeCoreMLOptions(BaseModel):
+class JudgeCoreMLOptions(FrozenStrictModel):
     """Validated CLI options."""
 
-    model_config = ConfigDict(frozen=True, extra="forbid")
-
-    precision: Literal["fp16", "fp32"] = "fp16"
-    target: Literal["iOS17", "iOS18"] = "iOS18"
-    seq_lens: tuple[int, ...] = (32, 64, 96)
-    atol: float = Field(0.02, gt=0)
-    rtol: float = Field(3e-3, ge=0)
-    rewrite_rtol: float = Field(FP32_REL_TOLERANCE, gt=0)
+    precision: Literal["fp16", "fp32"] = Field("fp16", description="compute precision of the program")
+    target: Literal["iOS17", "iOS18"] = Field("iOS18", description="minimum deployment target")
+    seq_lens: tuple[int, ...] = Field((32, 64, 96),
+                                      description="accepted input lengths in tokens (each >= 2; sorted, duplicates "
+                                                  "dropped)")
+    atol: float = Field(0.02, gt=0,
+                        description="absolute part of the program tolerance atol + rtol * |reference|; also the score "
+                                    "margin under which a flipped preference is not counted")
+    rtol: float = Field(3e-3, ge=0, description="relative part of the program tolerance atol + rtol * |reference|")
+    rewrite_rtol: float = Field(FP32_REL_TOLERANCE, gt=0,
+                                description="relative tolerance max|Δ| / max|ref| of the ANE rewrite against the judge "
+                                            "(fp32)")
     rewrite_atol: float | None = Field(None, gt=0, description="optional extra absolute bound on the rewrite")
     pairs: int = Field(8, ge=0, le=64, description="generated arithmetic pairs to check besides the samples")
 

@@ -34,7 +34,7 @@ from typing import Any, Literal
 import numpy as np
 import onnxruntime
 import torch
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import Field
 from torch import Tensor, nn
 
 from arbiter.judge_training.artifact import JUDGE_CONFIG_FILE, load_judge
@@ -43,6 +43,7 @@ from arbiter.judge_training.model import JudgeModel
 from conversion.onnx_graph import check_graph, describe_io
 from conversion.verify_common import REPORT_FILE, check_output_dir, copy_companion_files
 from training.artifact import ArtifactError, write_artifact
+from training.config_base import FrozenStrictModel
 from training.tokenizer import DistilleryTokenizer
 
 MODEL_FILE = "model.onnx"
@@ -56,16 +57,18 @@ SAMPLE_INPUTS: tuple[tuple[str, str], ...] = (
 )
 
 
-class JudgeExportConfig(BaseModel):
+class JudgeExportConfig(FrozenStrictModel):
     """Validated options of one export (the CLI flags)."""
 
-    model_config = ConfigDict(frozen=True, extra="forbid")
-
-    judge_dir: Path
-    out: Path
-    exporter: Literal["dynamo", "torchscript"] = "dynamo"
-    opset: int = Field(18, ge=14, le=23)
-    atol: float = Field(1e-4, gt=0)
+    judge_dir: Path = Field(description="judge artifact directory")
+    out: Path = Field(description="output directory")
+    exporter: Literal["dynamo", "torchscript"] = Field("dynamo",
+                                                       description="torch.onnx exporter: dynamo (torch.export based) "
+                                                                   "or torchscript")
+    opset: int = Field(18, ge=14, le=23, description="ONNX opset version (14-23)")
+    atol: float = Field(1e-4, gt=0,
+                        description="largest absolute difference allowed between the ONNX graph's and PyTorch's "
+                                    "outputs")
 
 
 class JudgeGraph(nn.Module):

@@ -44,7 +44,7 @@ from typing import Any, Literal
 
 import numpy as np
 import torch
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import Field, ValidationError, field_validator, model_validator
 from torch import nn
 
 from conversion.ane_model import (
@@ -81,6 +81,7 @@ from conversion.criteria import (
     verification_length,
 )
 from training.artifact import ArtifactError
+from training.config_base import FrozenStrictModel
 from training.model import Student
 from training.model_config import ConfigError, ModelConfig
 from training.tokenizer import TOKENIZER_FILE, DistilleryTokenizer, TokenizerMismatchError
@@ -160,22 +161,35 @@ class SeqLens:
         return f"{self.low}:{self.high}" if self.enumerated is None else ",".join(map(str, self.enumerated))
 
 
-class CoreMLOptions(BaseModel):
+class CoreMLOptions(FrozenStrictModel):
     """Validated conversion options (the CLI's flags)."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-    target: Literal["iOS17", "iOS18"] = "iOS18"
-    seq_lens: str = "16,32,64"
-    stateful: bool = True
-    quantize: Literal["none", "int8", "int4", "palettize4"] = "none"
-    ane: bool = True
-    attention: Literal["split", "fused"] = "split"
-    precision: Literal["fp16", "fp32"] = "fp16"
-    max_new_tokens: int = Field(16, ge=1, le=1024)
-    cache_len: int | None = Field(None, gt=0)
-    lm_head_chunk: int = Field(ANE_MAX_DIM, ge=1, le=ANE_MAX_DIM)
-    prompts: tuple[str, ...] = DEFAULT_PROMPTS
+    target: Literal["iOS17", "iOS18"] = Field("iOS18",
+                                              description="minimum deployment target (--target); states, int4 and "
+                                                          "fused attention need iOS18")
+    seq_lens: str = Field("16,32,64",
+                          description="accepted sequence lengths (--seq-lens): enumerated '16,32,64' or a range "
+                                      "'1:128'; decode adds 1")
+    stateful: bool = Field(True,
+                           description="add a decode function with the KV cache as Core ML states (--stateful; "
+                                       "default: on for iOS18)")
+    quantize: Literal["none", "int8", "int4", "palettize4"] = Field(
+        "none", description="weight compression (--quantize): none, int8 per-channel, int4 per-block (iOS18), "
+                            "palettize4 (4-bit palettization)")
+    ane: bool = Field(True, description="convert the ANE rewrite (true) or the student's own modules (--no-ane)")
+    attention: Literal["split", "fused"] = Field("split",
+                                                 description="split: one einsum pair per head; fused: one "
+                                                             "scaled_dot_product_attention op per layer (iOS18, ane)")
+    precision: Literal["fp16", "fp32"] = Field("fp16", description="compute precision of the program (--precision)")
+    max_new_tokens: int = Field(16, ge=1, le=1024,
+                                description="greedy tokens generated per check prompt (--max-new-tokens)")
+    cache_len: int | None = Field(None, gt=0,
+                                  description="KV cache length of the shipped decode, a multiple of 32 (--cache-len; "
+                                              "null: max_position_embeddings rounded up, at most 2048)")
+    lm_head_chunk: int = Field(ANE_MAX_DIM, ge=1, le=ANE_MAX_DIM,
+                               description="rows per lm_head chunk (--lm-head-chunk), at most the ANE's largest "
+                                           "dimension")
+    prompts: tuple[str, ...] = Field(DEFAULT_PROMPTS, description="check prompts (--prompts FILE: one a line)")
 
     @field_validator("seq_lens")
     @classmethod

@@ -43,7 +43,7 @@ from typing import Any, Literal
 import onnx
 import onnxruntime
 import torch
-from pydantic import model_validator
+from pydantic import Field, model_validator
 
 from conversion.criteria import FP32_REL_TOLERANCE
 from conversion.onnx_graph import (
@@ -75,9 +75,12 @@ REPORT_FORMAT = "distillery-onnx-export"
 class OnnxExportConfig(ExportSourceConfig):
     """Validated options of one export (the CLI flags)."""
 
-    exporter: Literal["dynamo", "torchscript"] = "dynamo"
-    opset: int = DEFAULT_OPSET
-    quantize: Literal["none", "int8", "int4", "all"] = "none"
+    exporter: Literal["dynamo", "torchscript"] = Field("dynamo",
+                                                       description="torch.onnx exporter: dynamo (torch.export based) "
+                                                                   "or torchscript")
+    opset: int = Field(DEFAULT_OPSET, description="ONNX opset version; the range depends on the exporter")
+    quantize: Literal["none", "int8", "int4", "all"] = Field(
+        "none", description="also write quantized variants: none, int8, int4 or all")
 
     @model_validator(mode="after")
     def _opset_in_range(self) -> OnnxExportConfig:

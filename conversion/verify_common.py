@@ -21,27 +21,27 @@ from typing import Any
 
 import numpy as np
 import torch
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import Field, field_validator
 
 from conversion.criteria import FP32_REL_TOLERANCE, fp32_verdict, relative_error
+from training.config_base import FrozenStrictModel
 from training.generation import left_pad
 from training.model import Student
 from training.tokenizer import TOKENIZER_FILE, DistilleryTokenizer
 
 
-class ExportSourceConfig(BaseModel):
+class ExportSourceConfig(FrozenStrictModel):
     """Options every exporter shares: the student to read, where to write, and how to verify."""
 
-    model_config = ConfigDict(frozen=True, extra="forbid")
-
-    student_dir: Path
-    out: Path
-    max_new_tokens: int = Field(16, ge=1, le=1024)
-    prompts: Path | None = None
-    rtol: float = Field(FP32_REL_TOLERANCE, gt=0)
-    atol: float | None = Field(None, gt=0)
-    decode_steps: int = Field(4, ge=1, le=256)
-    threads: int | None = Field(None, ge=1)
+    student_dir: Path = Field(description="student artifact directory (manifest verified)")
+    out: Path = Field(description="output directory, written atomically")
+    max_new_tokens: int = Field(16, ge=1, le=1024, description="greedy tokens generated per check prompt")
+    prompts: Path | None = Field(None, description="file with one check prompt per line (null: the built-in prompts)")
+    rtol: float = Field(FP32_REL_TOLERANCE, gt=0,
+                        description="relative tolerance max|got - ref| / max|ref| of logits and cache tensors")
+    atol: float | None = Field(None, gt=0, description="optional absolute bound on max|got - ref| as well")
+    decode_steps: int = Field(4, ge=1, le=256, description="cached decode steps checked after the prefill")
+    threads: int | None = Field(None, ge=1, description="torch CPU threads (null: torch's default)")
 
     @field_validator("student_dir")
     @classmethod

@@ -69,7 +69,9 @@ class ProcessSection(ProcessWeights):
     """The ``process`` section: the weights of :class:`~training.process_losses.ProcessWeights` and where
     step scores come from."""
 
-    weights_from: Literal["labels", "judge"] = "labels"
+    weights_from: Literal["labels", "judge"] = Field("labels",
+                                                     description="where step scores come from: labels (the data's "
+                                                                 "step_labels) or judge (a judge's step scores)")
     judge: str | None = Field(None, description="judge directory (arbiter.judge) when weights_from=judge")
 
     @model_validator(mode="after")
@@ -87,7 +89,8 @@ class ProcessConfig(KDConfig):
     """A KD run with process supervision: :class:`~training.kd_config.KDConfig` plus ``process``."""
 
     num_threads: int | None = Field(1, gt=0, description="torch CPU threads (default 1 on shared machines)")
-    process: ProcessSection = ProcessSection()
+    process: ProcessSection = Field(ProcessSection(),
+                                    description="process-supervision weights and the source of step scores")
 
     @model_validator(mode="after")
     def _no_chunked_loss(self) -> ProcessConfig:

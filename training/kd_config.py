@@ -50,14 +50,18 @@ __all__ = [
 class StudentShape(FiniteStrictModel):
     """Shape of a student built from scratch (vocabulary size comes from the tokenizer)."""
 
-    hidden_size: int = Field(128, gt=0)
-    intermediate_size: int = Field(344, gt=0)
-    num_hidden_layers: int = Field(4, gt=0)
-    num_attention_heads: int = Field(4, gt=0)
-    num_key_value_heads: int = Field(2, gt=0)
-    max_position_embeddings: int = Field(256, gt=0)
-    tie_word_embeddings: bool = True
-    rope_theta: float = Field(10000.0, gt=0)
+    hidden_size: int = Field(128, gt=0, description="width of the residual stream (embedding size)")
+    intermediate_size: int = Field(344, gt=0,
+                                   description="hidden width of each decoder layer's feed-forward (MLP) block")
+    num_hidden_layers: int = Field(4, gt=0, description="number of decoder layers")
+    num_attention_heads: int = Field(4, gt=0, description="query heads per attention layer; divides hidden_size")
+    num_key_value_heads: int = Field(2, gt=0,
+                                     description="key/value heads per attention layer (grouped-query attention); "
+                                                 "divides num_attention_heads")
+    max_position_embeddings: int = Field(256, gt=0,
+                                         description="longest sequence the model accepts, in tokens (RoPE positions)")
+    tie_word_embeddings: bool = Field(True, description="share the input embedding matrix with the output head")
+    rope_theta: float = Field(10000.0, gt=0, description="RoPE base frequency")
 
 
 class StudentInitSection(FiniteStrictModel):
@@ -85,16 +89,22 @@ class StudentInitSection(FiniteStrictModel):
 class TrainingDataSection(FiniteStrictModel):
     """Training and validation files (JSONL or Parquet) and how they are batched."""
 
-    train: list[str]
-    val: list[str] = []
-    max_length: int = Field(128, gt=1)
+    train: list[str] = Field(description="training files (JSONL or Parquet)")
+    val: list[str] = Field([], description="validation files (JSONL or Parquet) for val_loss; [] for none")
+    max_length: int = Field(128, gt=1,
+                            description="longest example in tokens (prompt + completion); longer ones are refused "
+                                        "unless truncate is true")
     batch_size: int = Field(16, gt=0, description="rows per micro-batch: examples, or packed rows with batching=pack")
     batching: Literal["bucket", "pack"] = Field(
         "bucket", description="bucket: one example a row, similar lengths together; pack: several examples a "
                               "row (up to max_length tokens), attention kept within each example")
-    shuffle_buffer: int = Field(1024, gt=0)
+    shuffle_buffer: int = Field(1024, gt=0,
+                                description="examples held in the streaming shuffle buffer (larger: better mixing, "
+                                            "more memory)")
     truncate: bool = Field(False, description="truncate over-long examples instead of refusing to start")
-    max_truncated_share: float = Field(0.0, ge=0, le=1)
+    max_truncated_share: float = Field(0.0, ge=0, le=1,
+                                       description="share (0-1) of examples longer than max_length tolerated when "
+                                                   "truncate is false; above it the run refuses to start")
     max_bad_fraction: float = Field(0.01, ge=0, le=1, description="share of malformed lines tolerated")
 
 
@@ -124,7 +134,10 @@ class TeacherSection(FiniteStrictModel):
     on resume), a section holds ``kind``, its required fields and the fields that differ from their defaults.
     """
 
-    kind: Literal["checkpoint", "hf", "http", "cache"] = "checkpoint"
+    kind: Literal["checkpoint", "hf", "http", "cache"] = Field(
+        "checkpoint", description="where teacher targets come from: checkpoint (artifact run in-process), hf (local "
+                                  "Hugging Face causal LM), http (OpenAI-compatible server, sparse top-k), cache "
+                                  "(precomputed top-k cache)")
     path: str | None = Field(None, description="checkpoint / hf / cache directory")
     dtype: Literal["float32", "bfloat16", "float16"] = Field("float32", description="checkpoint / hf weights")
     allow_pickle: bool = Field(False, description="hf: also load pickle-format weights (pytorch_model.bin), "
@@ -141,7 +154,7 @@ class TeacherSection(FiniteStrictModel):
     timeout_s: float = Field(60.0, gt=0, description="http: per-request socket timeout")
     max_retries: int = Field(6, ge=0, description="http: retries on 429/5xx/dropped connections/timeouts")
     backoff_s: float = Field(0.5, gt=0, description="http: first backoff; doubles per retry, with jitter")
-    backoff_max_s: float = Field(30.0, gt=0)
+    backoff_max_s: float = Field(30.0, gt=0, description="http: longest wait between retries, seconds")
     concurrency: int = Field(4, ge=1, description="http: requests in flight at most")
     response_cache: str | None = Field(None, description="http: directory of cached responses (resumable)")
     vocab_size: int | None = Field(None, gt=0, description="http: vocab size (default: the tokenizer's)")
@@ -176,15 +189,24 @@ class TeacherSection(FiniteStrictModel):
 class LossSection(FiniteStrictModel):
     """Loss mix: ``kd_weight * divergence(teacher, student) + ce_weight * CE(labels)``."""
 
-    kd_weight: float = Field(1.0, ge=0)
-    ce_weight: float = Field(0.5, ge=0)
-    divergence: Literal["forward_kl", "reverse_kl", "jsd", "skew_kl", "skew_reverse_kl"] = "forward_kl"
-    temperature: float = Field(1.0, gt=0)
-    jsd_beta: float = Field(0.5, ge=0, le=1)
-    skew_alpha: float = Field(0.1, ge=0, le=1)
-    label_smoothing: float = Field(0.0, ge=0, lt=1)
+    kd_weight: float = Field(1.0, ge=0, description="weight of the KD divergence term (0: CE only)")
+    ce_weight: float = Field(0.5, ge=0, description="weight of the cross-entropy term on the data's labels")
+    divergence: Literal["forward_kl", "reverse_kl", "jsd", "skew_kl", "skew_reverse_kl"] = Field(
+        "forward_kl", description="teacher/student divergence: forward_kl KL(p||q), reverse_kl KL(q||p), jsd (see "
+                                  "jsd_beta), skew_kl / skew_reverse_kl (see skew_alpha)")
+    temperature: float = Field(1.0, gt=0,
+                               description="softmax temperature T of teacher and student logits in the KD term (the "
+                                           "term is scaled by T^2)")
+    jsd_beta: float = Field(0.5, ge=0, le=1,
+                            description="jsd: mixture weight beta in [0, 1] of the generalized Jensen-Shannon "
+                                        "divergence")
+    skew_alpha: float = Field(0.1, ge=0, le=1,
+                              description="skew_kl / skew_reverse_kl: weight alpha in [0, 1] of the first distribution "
+                                          "in the skewed mixture (DistiLLM)")
+    label_smoothing: float = Field(0.0, ge=0, lt=1, description="label smoothing epsilon of the CE term, in [0, 1)")
     chunked: bool = Field(False, description="chunked KD+CE from hidden states; forward_kl only")
-    chunk_size: int = Field(1024, gt=0)
+    chunk_size: int = Field(1024, gt=0,
+                            description="chunked: token positions per chunk (bounds the logits held in memory at once)")
     hidden_weight: float = Field(0.0, ge=0, description="weight of the intermediate-layer (hidden-state) loss")
     hidden_kind: Literal["mse", "cosine"] = Field("mse", description="hidden-state loss per token")
     hidden_layer_map: list[tuple[int, int]] | None = Field(
@@ -213,55 +235,67 @@ class LossSection(FiniteStrictModel):
 class OptimSection(FiniteStrictModel):
     """AdamW with linear warmup then cosine decay to ``min_lr_ratio * lr``."""
 
-    lr: float = Field(3e-3, gt=0)
-    weight_decay: float = Field(0.01, ge=0)
-    betas: tuple[float, float] = (0.9, 0.95)
-    warmup_steps: int = Field(20, ge=0)
-    max_steps: int = Field(300, gt=0)
-    min_lr_ratio: float = Field(0.1, ge=0, le=1)
+    lr: float = Field(3e-3, gt=0, description="peak learning rate, reached after warmup")
+    weight_decay: float = Field(0.01, ge=0, description="AdamW decoupled weight decay")
+    betas: tuple[float, float] = Field((0.9, 0.95), description="AdamW (beta1, beta2)")
+    warmup_steps: int = Field(20, ge=0, description="optimizer steps of linear warmup from 0 to lr")
+    max_steps: int = Field(300, gt=0, description="optimizer steps of the run; the cosine decay ends here")
+    min_lr_ratio: float = Field(0.1, ge=0, le=1, description="final learning rate as a fraction (0-1) of lr")
     grad_accum: int = Field(1, gt=0, description="micro-batches per optimizer step")
-    clip_grad_norm: float = Field(1.0, gt=0)
+    clip_grad_norm: float = Field(1.0, gt=0, description="clip the global gradient L2 norm to this value")
 
 
 class PeriodicEvalSection(FiniteStrictModel):
     """Periodic evaluation and checkpoint selection."""
 
     every: int = Field(50, gt=0, description="evaluate every N optimizer steps (and at the end)")
-    max_batches: int = Field(20, gt=0)
-    best_metric: str = "val_loss"
-    best_mode: Literal["min", "max"] = "min"
+    max_batches: int = Field(20, gt=0, description="validation batches per evaluation, at most")
+    best_metric: str = Field("val_loss",
+                             description="evaluation metric that selects the best student (OUT/best), e.g. val_loss or "
+                                         "accuracy")
+    best_mode: Literal["min", "max"] = Field("min",
+                                             description="min: a lower best_metric is better; max: a higher one is")
     generate_examples: int = Field(64, ge=0, description="held-out prompts decoded greedily for task accuracy")
-    max_new_tokens: int = Field(48, gt=0)
+    max_new_tokens: int = Field(48, gt=0, description="longest greedy completion, in tokens, of a held-out prompt")
 
 
 class CheckpointSection(FiniteStrictModel):
-    every: int = Field(100, gt=0)
-    keep_last: int = Field(2, ge=1)
+    """Resumable checkpoints under ``out_dir/checkpoints``."""
+
+    every: int = Field(100, gt=0, description="write a resumable checkpoint every N optimizer steps (and at the end)")
+    keep_last: int = Field(2, ge=1, description="checkpoints kept in out_dir/checkpoints; older ones are deleted")
 
 
 class KDConfig(FiniteStrictModel):
     """A whole KD (or from-scratch, when ``teacher`` is null) training run."""
 
-    out_dir: str
-    seed: int = 0
+    out_dir: str = Field(description="run directory: checkpoints, logs, best/ and the student artifact")
+    seed: int = Field(0, description="seed of initialisation, data shuffling and sampling")
     tokenizer: str = Field(description="directory holding tokenizer.json (usually the teacher's)")
     task: str | None = Field(None, description="bundled task name, for task accuracy at evaluation")
-    student: StudentShape = StudentShape()
+    student: StudentShape = Field(StudentShape(),
+                                  description="shape of a student built from scratch (student_init: the teacher's "
+                                              "shape with fewer layers)")
     init_from: str | None = Field(None, description="start the student from this artifact instead of scratch")
     student_init: StudentInitSection | None = Field(
         None, description="start the student from a subset of a teacher's layers (None: scratch or init_from)")
-    teacher: TeacherSection | None = None
-    data: TrainingDataSection
-    loss: LossSection = LossSection()
-    optim: OptimSection = OptimSection()
-    eval: PeriodicEvalSection = PeriodicEvalSection()
-    checkpoint: CheckpointSection = CheckpointSection()
+    teacher: TeacherSection | None = Field(None,
+                                           description="where teacher targets come from; null: no teacher (CE only, "
+                                                       "e.g. the scratch baseline)")
+    data: TrainingDataSection = Field(description="training and validation data and batching")
+    loss: LossSection = Field(LossSection(), description="the loss mix: KD divergence, CE and hidden-state terms")
+    optim: OptimSection = Field(OptimSection(), description="AdamW optimizer and learning-rate schedule")
+    eval: PeriodicEvalSection = Field(PeriodicEvalSection(),
+                                      description="periodic evaluation and best-checkpoint selection")
+    checkpoint: CheckpointSection = Field(CheckpointSection(), description="resumable checkpoints")
     bf16: bool = Field(False, description="bf16 autocast for forward passes (CPU AMX / GPU)")
-    num_threads: int | None = Field(None, gt=0)
+    num_threads: int | None = Field(None, gt=0, description="torch CPU threads (null: torch's default)")
     max_nonfinite_steps: int = Field(3, ge=1, description="consecutive non-finite losses before the run stops")
-    resume: Literal["auto", "never"] | str = "auto"
-    progress: bool = True
-    tensorboard: bool = True
+    resume: Literal["auto", "never"] | str = Field("auto",
+                                                   description="auto: continue from the newest valid checkpoint in "
+                                                               "out_dir; never: start fresh; or a checkpoint path")
+    progress: bool = Field(True, description="show a progress bar (main rank only)")
+    tensorboard: bool = Field(True, description="write TensorBoard event files under out_dir/tensorboard")
     log_every: int = Field(10, gt=0, description="write buffered per-step log records (JSONL, TensorBoard) every N "
                                                  "optimizer steps (and at evaluations, checkpoints and the end)")
     prefetch: int = Field(2, ge=0, description="batches prepared ahead on a background thread (0: in the loop)")
@@ -271,7 +305,9 @@ class KDConfig(FiniteStrictModel):
     parallel: Literal["ddp", "fsdp"] = Field(
         "ddp", description="under torchrun: ddp (replicated student, one gradient all-reduce a step) or fsdp "
                            "(PyTorch FSDP2 fully_shard: parameters, gradients and optimizer state sharded)")
-    card: dict[str, Any] = {}
+    card: dict[str, Any] = Field({},
+                                 description="extra fields of the student's model card (e.g. name, description); "
+                                             "finite values only")
 
     @model_validator(mode="after")
     def _student_init_fits(self) -> KDConfig:

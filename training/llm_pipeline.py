@@ -71,8 +71,10 @@ class DataPlan(StrictModel):
     max_new_tokens: int = Field(64, gt=0, description="longest teacher response, tokens")
     generate_batch: int = Field(16, gt=0, description="prompts decoded together")
     max_length: int = Field(192, gt=8, description="the trainer's data.max_length (longer records truncated)")
-    val_frac: float = Field(0.06, gt=0, lt=0.5)
-    test_frac: float = Field(0.08, gt=0, lt=0.5)
+    val_frac: float = Field(0.06, gt=0, lt=0.5,
+                            description="share of the filtered records held out for validation (split by hash)")
+    test_frac: float = Field(0.08, gt=0, lt=0.5,
+                             description="share of the filtered records held out for the test report (split by hash)")
 
 
 class StudentPlan(StrictModel):
@@ -81,36 +83,39 @@ class StudentPlan(StrictModel):
 
 
 class TrainPlan(StrictModel):
-    max_steps: int = Field(150, gt=0)
-    batch_size: int = Field(8, gt=0)
-    lr: float = Field(3e-4, gt=0)
-    warmup_steps: int = Field(10, ge=0)
-    kd_weight: float = Field(1.0, ge=0)
-    ce_weight: float = Field(0.5, ge=0)
+    max_steps: int = Field(150, gt=0, description="optimizer steps of each of the three students")
+    batch_size: int = Field(8, gt=0, description="conversations per batch")
+    lr: float = Field(3e-4, gt=0, description="peak learning rate")
+    warmup_steps: int = Field(10, ge=0, description="optimizer steps of linear warmup")
+    kd_weight: float = Field(1.0, ge=0, description="kd student: weight of the sparse top-k KD term")
+    ce_weight: float = Field(0.5, ge=0,
+                             description="kd student: weight of the CE term (ce_only and scratch train on CE alone)")
     top_k: int = Field(32, gt=0, description="teacher ids per position in the cache")
 
 
 class EvalPlan(StrictModel):
     samples: int = Field(3, ge=0, description="held-out prompts decoded by every model for the report")
-    sample_tokens: int = Field(48, gt=0)
-    batch_size: int = Field(8, gt=0)
+    sample_tokens: int = Field(48, gt=0, description="greedy tokens per report sample")
+    batch_size: int = Field(8, gt=0, description="test conversations per evaluation batch")
 
 
 class ExportPlan(StrictModel):
-    onnx: bool = True
-    coreml: bool = True
+    onnx: bool = Field(True, description="export the KD student to ONNX and verify it")
+    coreml: bool = Field(True, description="convert the KD student to Core ML and verify it")
 
 
 class LLMPipelineConfig(StrictModel):
     teacher: str = Field(description="teacher artifact directory (make smollm2-teacher)")
-    seed: int = 0
+    seed: int = Field(0, description="seed of prompt sampling, splits and training")
     threads: int | None = Field(None, gt=0, description="torch threads (default: torch's choice)")
-    dtype: Literal["auto", "float32", "bfloat16"] = "auto"
-    data: DataPlan = DataPlan()
-    student: StudentPlan = StudentPlan()
-    train: TrainPlan = TrainPlan()
-    eval: EvalPlan = EvalPlan()
-    export: ExportPlan = ExportPlan()
+    dtype: Literal["auto", "float32", "bfloat16"] = Field(
+        "auto", description="compute dtype: auto (the faster of bfloat16 and float32 on this CPU, measured), float32 "
+                            "or bfloat16")
+    data: DataPlan = Field(DataPlan(), description="prompts, teacher responses and splits")
+    student: StudentPlan = Field(StudentPlan(), description="which teacher layers the students copy")
+    train: TrainPlan = Field(TrainPlan(), description="training budget shared by the three students")
+    eval: EvalPlan = Field(EvalPlan(), description="evaluation and report samples")
+    export: ExportPlan = Field(ExportPlan(), description="exports of the KD student")
 
 
 def choose_dtype(requested: str, size: int = 512, repeats: int = 3) -> torch.dtype:

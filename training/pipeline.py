@@ -42,44 +42,52 @@ from training.user_errors import user_error_exit
 class PipelineData(StrictModel):
     labeled: int = Field(1000, gt=0, description="examples with gold completions (both students)")
     unlabeled: int = Field(4000, ge=0, description="prompts completed by the teacher (KD student only)")
-    val: int = Field(128, gt=0)
-    test: int = Field(256, gt=0)
-    max_length: int = Field(96, gt=1)
+    val: int = Field(128, gt=0, description="held-out validation prompts (checkpoint selection)")
+    test: int = Field(256, gt=0, description="held-out test prompts (the reported accuracy and val_loss)")
+    max_length: int = Field(96, gt=1,
+                            description="longest example in tokens; also the longest teacher-written and evaluated "
+                                        "completion")
 
 
 class PipelineTrain(StrictModel):
-    max_steps: int = Field(600, gt=0)
-    batch_size: int = Field(32, gt=0)
-    lr: float = Field(3e-3, gt=0)
-    warmup_steps: int = Field(30, ge=0)
-    eval_every: int = Field(200, gt=0)
-    num_threads: int | None = Field(None, gt=0)
+    max_steps: int = Field(600, gt=0, description="optimizer steps of each student (KD and scratch get the same)")
+    batch_size: int = Field(32, gt=0, description="examples per batch")
+    lr: float = Field(3e-3, gt=0, description="peak learning rate")
+    warmup_steps: int = Field(30, ge=0, description="optimizer steps of linear warmup")
+    eval_every: int = Field(200, gt=0, description="evaluate every N optimizer steps (and at the end)")
+    num_threads: int | None = Field(None, gt=0, description="torch CPU threads (null: torch's default)")
 
 
 class PipelineKD(StrictModel):
-    divergence: str = "forward_kl"
-    temperature: float = Field(1.0, gt=0)
-    kd_weight: float = Field(1.0, ge=0)
-    ce_weight: float = Field(0.5, ge=0)
+    divergence: str = Field("forward_kl",
+                            description="KD divergence of the KD student (as loss.divergence: forward_kl, reverse_kl, "
+                                        "jsd, skew_kl, skew_reverse_kl)")
+    temperature: float = Field(1.0, gt=0, description="softmax temperature of the KD term")
+    kd_weight: float = Field(1.0, ge=0, description="weight of the KD term of the KD student")
+    ce_weight: float = Field(0.5, ge=0,
+                             description="weight of the CE term of the KD student (the scratch student uses CE alone, "
+                                         "weight 1)")
 
 
 class PipelineExport(StrictModel):
-    onnx: bool = True
-    coreml: bool = True
-    timeout_seconds: int = Field(300, gt=0)
+    onnx: bool = Field(True, description="export the KD student to ONNX and verify it")
+    coreml: bool = Field(True, description="convert the KD student to Core ML and verify it")
+    timeout_seconds: int = Field(300, gt=0, description="time limit of each export, seconds")
 
 
 class PipelineConfig(StrictModel):
-    """configs/toy.yaml"""
+    """The bundled end-to-end pipeline (``configs/toy.yaml``): generated data, a KD and a scratch student
+    with the same budget, evaluation and exports."""
 
-    task: str = "arithmetic"
-    teacher: str = "assets/teacher"
-    seed: int = 0
-    data: PipelineData = PipelineData()
+    task: str = Field("arithmetic", description="bundled task the data is generated for (e.g. arithmetic)")
+    teacher: str = Field("assets/teacher",
+                         description="teacher artifact directory (manifest verified); also the tokenizer")
+    seed: int = Field(0, description="seed of data generation and training")
+    data: PipelineData = Field(PipelineData(), description="how many examples of each kind are generated")
     student: dict[str, Any] = Field(default_factory=dict, description="StudentShape fields")
-    train: PipelineTrain = PipelineTrain()
-    kd: PipelineKD = PipelineKD()
-    export: PipelineExport = PipelineExport()
+    train: PipelineTrain = Field(PipelineTrain(), description="training budget shared by both students")
+    kd: PipelineKD = Field(PipelineKD(), description="loss of the KD student")
+    export: PipelineExport = Field(PipelineExport(), description="exports of the KD student")
 
 
 def load_pipeline_config(path: str | Path) -> PipelineConfig:

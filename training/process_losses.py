@@ -79,16 +79,23 @@ SpanLike = Any
 class ProcessWeights(FrozenStrictModel):
     """Weights of the process-supervision scheme (see the module docstring); all finite and ``>= 0``."""
 
-    correct_weight: float = Field(1.0, ge=0.0, allow_inf_nan=False, description="c: steps with score 1")
+    correct_weight: float = Field(1.0, ge=0.0, allow_inf_nan=False,
+                                  description="c: CE and KD weight of step tokens, scaled by the step score s")
     wrong_weight: float = Field(1.0, ge=0.0, allow_inf_nan=False,
-                                description="w: KD weight of steps with score 0 (their CE weight is 0)")
-    answer_weight: float = Field(1.0, ge=0.0, allow_inf_nan=False, description="a: answer tokens")
+                                description="w: KD weight of wrong steps (score 0; scaled by 1 - s), whose CE "
+                                            "weight is 0")
+    answer_weight: float = Field(1.0, ge=0.0, allow_inf_nan=False,
+                                 description="a: CE and KD weight of answer tokens, scaled by s")
     unlikelihood_weight: float = Field(0.0, ge=0.0, allow_inf_nan=False,
                                        description="coefficient of the unlikelihood term on wrong steps")
-    unlikelihood_scope: Literal["first_wrong", "all_wrong"] = "first_wrong"
-    toolcall_name_weight: float = Field(2.0, ge=0.0, allow_inf_nan=False, description="n: tool-name tokens")
+    unlikelihood_scope: Literal["first_wrong", "all_wrong"] = Field(
+        "first_wrong", description="first_wrong: penalise only the first step with score < 1 in a row; all_wrong: "
+                                   "every such step")
+    toolcall_name_weight: float = Field(2.0, ge=0.0, allow_inf_nan=False,
+                                        description="n: CE and KD weight of tool-name tokens")
     toolcall_structure_weight: float = Field(1.5, ge=0.0, allow_inf_nan=False,
-                                             description="g: JSON punctuation, quote and key tokens of a call")
+                                             description="g: CE and KD weight of the JSON punctuation, quote and "
+                                                         "key tokens of a call")
 
 
 @dataclass(frozen=True)

@@ -16,8 +16,9 @@ from pathlib import Path
 from typing import Any
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import Field
 
+from training.config_base import StrictModel
 from training.kd_config import KDConfig
 from training.tasks import get_task
 from training.tokenizer import DistilleryTokenizer
@@ -26,17 +27,17 @@ from training.trainer import KDTrainer
 from training.user_errors import user_error_exit
 
 
-class TeacherRecipe(BaseModel):
+class TeacherRecipe(StrictModel):
     """How the bundled teacher is made (see configs/teacher.yaml)."""
 
-    model_config = ConfigDict(extra="forbid")
-
-    seed: int = 0
-    vocab_size: int = Field(384, gt=271)
-    tokenizer_samples: dict[str, int]
-    train_examples: dict[str, int]
-    val_examples: dict[str, int]
-    eval_task: str = "arithmetic"
+    seed: int = Field(0, description="seed of tokenizer samples, data and training")
+    vocab_size: int = Field(384, gt=271,
+                            description="vocabulary size of the teacher's byte-level BPE tokenizer (above the 256 "
+                                        "bytes and the special tokens)")
+    tokenizer_samples: dict[str, int] = Field(description="task -> texts sampled to train the tokenizer")
+    train_examples: dict[str, int] = Field(description="task -> training examples generated")
+    val_examples: dict[str, int] = Field(description="task -> validation examples generated")
+    eval_task: str = Field("arithmetic", description="task whose accuracy is measured at evaluation")
     train: dict[str, Any] = Field(description="KD config sections (student, data, optim, eval, ...)")
 
 
