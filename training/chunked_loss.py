@@ -10,8 +10,10 @@ fused linear cross-entropy). ``backward`` only rescales the stored gradients by 
 Value and gradients equal the plain path
 ``kd_weight * kd_divergence(h @ W^T, h_t @ W_t^T, mask=kd_mask, ...) + ce_weight * cross_entropy(h @ W^T,
 labels, ...)`` from :mod:`training.losses`, with the same normalizer semantics. Forward KL + CE uses
-closed-form logit gradients; the other divergences and the sparse top-k teacher differentiate the
-:mod:`training.losses` function on each chunk with autograd (still ``O(C * V)`` memory).
+closed-form logit gradients, with a dense teacher or a sparse top-k one (:mod:`training.sparse_kd_ce`); the
+other divergences differentiate the :mod:`training.losses` function on each chunk with autograd (still
+``O(C * V)`` memory). Tokens without a target in any computed term (prompt, padding) are skipped: their
+output projections are never computed.
 """
 
 from __future__ import annotations
@@ -33,6 +35,7 @@ from training.losses import (
     resolve_normalizer,
     sparse_topk_kl,
 )
+from training.sparse_kd_ce import sparse_kd_ce_logit_grad
 
 __all__ = ["ChunkedLossTerms", "chunked_kd_ce_loss", "chunked_kd_ce_loss_with_terms"]
 
@@ -143,6 +146,29 @@ def _closed_form_chunk(
     return kd_sum, ce_sum, dlogits
 
 
+def _sparse_closed_form_chunk(
+    h_c: Tensor,
+    w: Tensor,
+    teacher: tuple[Tensor, Tensor] | None,
+    labels: Tensor,
+    kd_w: Tensor,
+    kd_norm: Tensor,
+    ce_norm: Tensor,
+    cfg: _Settings,
+) -> tuple[Tensor, Tensor, Tensor]:
+    """Sparse top-k forward KL + CE on one chunk with closed-form gradients (one ``(C, V)`` buffer).
+
+    Args and returns as :func:`_closed_form_chunk`, with ``teacher = (topk_ids (C, K), topk_logprobs (C, K))``.
+    """
+    ids, logprobs = teacher if teacher is not None else (labels.new_zeros((labels.shape[0], 1)), None)
+    if logprobs is None:  # kd_weight == 0: the ids are never read
+        logprobs = h_c.new_zeros(ids.shape)
+    return sparse_kd_ce_logit_grad(
+        h_c @ w.T, ids, logprobs, labels, kd_w, kd_norm, ce_norm, kd_weight=cfg.kd_weight,
+        ce_weight=cfg.ce_weight, temperature=cfg.temperature, label_smoothing=cfg.label_smoothing,
+        ignore_index=cfg.ignore_index, owned=True)
+
+
 def _autograd_chunk(
     h_c: Tensor,
     w: Tensor,
@@ -226,24 +252,37 @@ class _ChunkedKDCE(torch.autograd.Function):
         grad_weight = torch.zeros(w.shape, dtype=cdtype, device=w.device) if cfg.weight_grad else None
         kd_total = torch.zeros((), dtype=cdtype, device=hidden.device)
         ce_total = torch.zeros((), dtype=cdtype, device=hidden.device)
-        closed_form = cfg.divergence == "forward_kl" and topk_ids is None
+        closed_form = cfg.divergence == "forward_kl"
 
-        for start in range(0, n_tokens, cfg.chunk_size):
-            stop = min(start + cfg.chunk_size, n_tokens)
-            h_c = hidden[start:stop].detach().to(cdtype)
+        # rows without a target in any computed term (prompt, padding) add nothing to the loss or the
+        # gradients: skip their output projections (the (C, V) matmuls dominate this function)
+        active = torch.zeros(n_tokens, dtype=torch.bool, device=hidden.device)
+        if cfg.kd_weight != 0:
+            active |= kd_w != 0
+        if cfg.ce_weight != 0:
+            active |= labels != cfg.ignore_index
+        rows = None if bool(active.all()) else active.nonzero().squeeze(1)
+        n_rows = n_tokens if rows is None else int(rows.numel())
+
+        for start in range(0, n_rows, cfg.chunk_size):
+            stop = min(start + cfg.chunk_size, n_rows)
+            pick: slice | Tensor = slice(start, stop) if rows is None else rows[start:stop]
+            h_c = hidden[pick].detach().to(cdtype)
             teacher: tuple[Tensor, Tensor] | None = None
             if cfg.kd_weight != 0:
                 if teacher_hidden is not None and tw is not None:
-                    teacher = (teacher_hidden[start:stop].detach().to(cdtype), tw)
+                    teacher = (teacher_hidden[pick].detach().to(cdtype), tw)
                 elif topk_ids is not None and topk_logprobs is not None:
-                    teacher = (topk_ids[start:stop], topk_logprobs[start:stop])
-            chunk_fn = _closed_form_chunk if closed_form else _autograd_chunk
-            kd_c, ce_c, dlogits = chunk_fn(
-                h_c, w, teacher, labels[start:stop], kd_w[start:stop], kd_norm, ce_norm, cfg
-            )
+                    teacher = (topk_ids[pick], topk_logprobs[pick])
+            chunk_fn = (_autograd_chunk if not closed_form else
+                        _sparse_closed_form_chunk if topk_ids is not None else _closed_form_chunk)
+            kd_c, ce_c, dlogits = chunk_fn(h_c, w, teacher, labels[pick], kd_w[pick], kd_norm, ce_norm, cfg)
             kd_total += kd_c
             ce_total += ce_c
-            torch.matmul(dlogits, w, out=grad_hidden[start:stop])
+            if rows is None:
+                torch.matmul(dlogits, w, out=grad_hidden[start:stop])
+            else:
+                grad_hidden.index_copy_(0, rows[start:stop], dlogits @ w)
             if grad_weight is not None:
                 grad_weight.addmm_(dlogits.T, h_c)
             del dlogits, h_c

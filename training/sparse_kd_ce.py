@@ -32,7 +32,7 @@ from torch import Tensor
 
 from training.losses import IGNORE_INDEX, Normalizer, resolve_normalizer
 
-__all__ = ["SparseKDCETerms", "sparse_kd_ce_loss"]
+__all__ = ["SparseKDCETerms", "sparse_kd_ce_logit_grad", "sparse_kd_ce_loss"]
 
 
 @dataclass(frozen=True)
@@ -75,6 +75,98 @@ def _row_kl(log_p: Tensor, log_q: Tensor) -> Tensor:
     return (p * diff).sum(dim=-1)
 
 
+def sparse_kd_ce_logit_grad(
+    logits: Tensor,
+    topk_ids: Tensor,
+    topk_logprobs: Tensor,
+    labels: Tensor,
+    kd_rows: Tensor,
+    kd_norm: Tensor,
+    ce_norm: Tensor,
+    *,
+    kd_weight: float,
+    ce_weight: float,
+    temperature: float,
+    label_smoothing: float,
+    ignore_index: int = IGNORE_INDEX,
+    owned: bool = False,
+) -> tuple[Tensor, Tensor, Tensor]:
+    """The two terms and ``d(kd_weight * KD + ce_weight * CE) / d logits`` in closed form (no autograd).
+
+    Args:
+        logits: ``(N, V)`` float32/float64 student logits (constants here); overwritten when ``owned``.
+        topk_ids: int ``(N, K)`` teacher ids.
+        topk_logprobs: ``(N, K)`` teacher log-probabilities at temperature 1.
+        labels: int64 ``(N,)``, ``ignore_index`` for no target.
+        kd_rows: ``(N,)`` float KD token weights.
+        kd_norm: 0-d KD normalizer (tokens); ce_norm: 0-d CE normalizer (tokens).
+        kd_weight, ce_weight: term weights (0 skips a term); temperature: KD ``T > 0``;
+        label_smoothing: CE ``eps``; ignore_index: label without a target.
+        owned: the caller hands ``logits`` over (e.g. a fresh ``h @ W.T`` chunk): it becomes the gradient buffer
+            instead of being copied.
+
+    Returns:
+        ``(kd_term, ce_term, dlogits)``: 0-d unweighted terms (each divided by its normalizer) and ``(N, V)``.
+    """
+    vocab = logits.shape[-1]
+    s = logits
+    # buf is z = s / T; a copy unless the caller handed the logits over (then s is not read again at T = 1)
+    buf = s / temperature if temperature != 1.0 else (s if owned else s.clone())
+    lse = torch.logsumexp(buf, dim=-1)  # (N,)
+    zero = buf.new_zeros(())
+    kd_term, ce_term = zero, zero
+
+    if ce_weight != 0.0:
+        valid = labels != ignore_index
+        safe = torch.where(valid, labels, torch.zeros_like(labels)).unsqueeze(-1)
+        lse1 = lse if temperature == 1.0 else torch.logsumexp(s, dim=-1)
+        nll = lse1 - s.gather(-1, safe).squeeze(-1)
+        eps = label_smoothing
+        row_ce = nll if eps == 0.0 else (1.0 - eps) * nll - eps * (s.mean(dim=-1) - lse1)
+        ce_term = torch.where(valid, row_ce, torch.zeros_like(row_ce)).sum() / ce_norm
+        ce_rows = (ce_weight / ce_norm) * valid.to(buf.dtype)  # (N,) gradient scale of CE per row
+
+    if kd_weight != 0.0:
+        ids = topk_ids.long()
+        zk = buf.gather(-1, ids)  # (N, K)
+        log_qk = zk - lse.unsqueeze(-1)
+        buf.scatter_(-1, ids, -math.inf)  # buf: z with the listed ids masked out
+        lse_tail = torch.logsumexp(buf, dim=-1)  # (N,), -inf when the ids cover the vocabulary
+        log_q = torch.cat([log_qk, (lse_tail - lse).unsqueeze(-1)], dim=-1)
+        log_p = _teacher_buckets(topk_logprobs.detach().to(buf.dtype), vocab, temperature)
+        row_kl = _row_kl(log_p, log_q) * (temperature * temperature)
+        kd_term = (torch.where(kd_rows != 0, row_kl, torch.zeros_like(row_kl)) * kd_rows).sum() / kd_norm
+        kd_scale = (kd_weight * temperature / kd_norm) * kd_rows  # (N,) gradient scale of KD per row
+        # non-listed ids: T q_v (1 - p_tail / q_tail); p_tail = 0 (no tail) gives factor 1
+        log_p_tail = log_p[:, -1]
+        ratio = torch.where(torch.isfinite(log_p_tail), torch.exp(log_p_tail - (lse_tail - lse)),
+                            torch.zeros_like(log_p_tail))
+        buf.sub_(lse.unsqueeze(-1)).exp_()  # q_v off the listed ids, 0 on them
+        q_topk = log_qk.exp()
+        kept = kd_rows != 0  # rows of weight 0 get exactly 0 even where their factor is not finite
+        other = torch.where(kept, kd_scale * (1.0 - ratio), torch.zeros_like(ratio))
+        listed = torch.where(kept.unsqueeze(-1), kd_scale.unsqueeze(-1) * (q_topk - log_p[:, :-1].exp()),
+                             torch.zeros_like(q_topk))
+        if ce_weight != 0.0 and temperature == 1.0:  # CE shares q: one pass for both terms
+            other = other + ce_rows
+            listed = listed + ce_rows.unsqueeze(-1) * q_topk
+            buf.mul_(other.unsqueeze(-1)).scatter_(-1, ids, listed)
+            _subtract_ce_targets(buf, safe, ce_rows, label_smoothing, vocab)
+        else:
+            buf.mul_(other.unsqueeze(-1)).scatter_(-1, ids, listed)
+            if ce_weight != 0.0:
+                grad_ce = (s - lse1.unsqueeze(-1)).exp_().mul_(ce_rows.unsqueeze(-1))
+                _subtract_ce_targets(grad_ce, safe, ce_rows, label_smoothing, vocab)
+                buf.add_(grad_ce)
+                del grad_ce
+    elif ce_weight != 0.0:
+        buf = (s - lse1.unsqueeze(-1)).exp_().mul_(ce_rows.unsqueeze(-1))
+        _subtract_ce_targets(buf, safe, ce_rows, label_smoothing, vocab)
+    else:
+        buf = buf.zero_() if buf is not s else torch.zeros_like(s)
+    return kd_term, ce_term, buf
+
+
 class _SparseKDCE(torch.autograd.Function):
     """``kd_weight * KD + ce_weight * CE`` on ``(N, V)`` logits; the gradient is computed in forward."""
 
@@ -93,65 +185,13 @@ class _SparseKDCE(torch.autograd.Function):
         temperature: float,
         label_smoothing: float,
     ) -> tuple[Tensor, Tensor, Tensor]:
-        n, vocab = logits.shape
-        s = logits.detach().float()
-        # buf is z = s / T, owned by this function (never an alias of the caller's logits)
-        buf = s / temperature if temperature != 1.0 else s.clone()
-        lse = torch.logsumexp(buf, dim=-1)  # (N,)
-        zero = buf.new_zeros(())
-        kd_term, ce_term = zero, zero
-
-        if ce_weight != 0.0:
-            valid = labels != IGNORE_INDEX
-            safe = torch.where(valid, labels, torch.zeros_like(labels)).unsqueeze(-1)
-            lse1 = lse if temperature == 1.0 else torch.logsumexp(s, dim=-1)
-            nll = lse1 - s.gather(-1, safe).squeeze(-1)
-            eps = label_smoothing
-            row_ce = nll if eps == 0.0 else (1.0 - eps) * nll - eps * (s.mean(dim=-1) - lse1)
-            ce_term = torch.where(valid, row_ce, torch.zeros_like(row_ce)).sum() / ce_norm
-            ce_rows = (ce_weight / ce_norm) * valid.to(buf.dtype)  # (N,) gradient scale of CE per row
-
-        if kd_weight != 0.0:
-            ids = topk_ids.long()
-            zk = buf.gather(-1, ids)  # (N, K)
-            log_qk = zk - lse.unsqueeze(-1)
-            buf.scatter_(-1, ids, -math.inf)  # buf: z with the listed ids masked out
-            lse_tail = torch.logsumexp(buf, dim=-1)  # (N,), -inf when the ids cover the vocabulary
-            log_q = torch.cat([log_qk, (lse_tail - lse).unsqueeze(-1)], dim=-1)
-            log_p = _teacher_buckets(topk_logprobs.detach().float(), vocab, temperature)
-            row_kl = _row_kl(log_p, log_q) * (temperature * temperature)
-            kd_term = (torch.where(kd_rows != 0, row_kl, torch.zeros_like(row_kl)) * kd_rows).sum() / kd_norm
-            kd_scale = (kd_weight * temperature / kd_norm) * kd_rows  # (N,) gradient scale of KD per row
-            # non-listed ids: T q_v (1 - p_tail / q_tail); p_tail = 0 (no tail) gives factor 1
-            log_p_tail = log_p[:, -1]
-            ratio = torch.where(torch.isfinite(log_p_tail), torch.exp(log_p_tail - (lse_tail - lse)),
-                                torch.zeros_like(log_p_tail))
-            buf.sub_(lse.unsqueeze(-1)).exp_()  # q_v off the listed ids, 0 on them
-            q_topk = log_qk.exp()
-            kept = kd_rows != 0  # rows of weight 0 get exactly 0 even where their factor is not finite
-            other = torch.where(kept, kd_scale * (1.0 - ratio), torch.zeros_like(ratio))
-            listed = torch.where(kept.unsqueeze(-1), kd_scale.unsqueeze(-1) * (q_topk - log_p[:, :-1].exp()),
-                                 torch.zeros_like(q_topk))
-            if ce_weight != 0.0 and temperature == 1.0:  # CE shares q: one pass for both terms
-                other = other + ce_rows
-                listed = listed + ce_rows.unsqueeze(-1) * q_topk
-                buf.mul_(other.unsqueeze(-1)).scatter_(-1, ids, listed)
-                _subtract_ce_targets(buf, safe, ce_rows, label_smoothing, vocab)
-            else:
-                buf.mul_(other.unsqueeze(-1)).scatter_(-1, ids, listed)
-                if ce_weight != 0.0:
-                    grad_ce = (s - lse1.unsqueeze(-1)).exp_().mul_(ce_rows.unsqueeze(-1))
-                    _subtract_ce_targets(grad_ce, safe, ce_rows, label_smoothing, vocab)
-                    buf.add_(grad_ce)
-                    del grad_ce
-        elif ce_weight != 0.0:
-            buf = (s - lse1.unsqueeze(-1)).exp_().mul_(ce_rows.unsqueeze(-1))
-            _subtract_ce_targets(buf, safe, ce_rows, label_smoothing, vocab)
-        else:
-            buf.zero_()
-
+        s = logits.detach()
+        owned = s.dtype != torch.float32  # a dtype conversion is already a private copy
+        kd_term, ce_term, grad = sparse_kd_ce_logit_grad(
+            s.float(), topk_ids, topk_logprobs, labels, kd_rows, kd_norm, ce_norm, kd_weight=kd_weight,
+            ce_weight=ce_weight, temperature=temperature, label_smoothing=label_smoothing, owned=owned)
         total = kd_weight * kd_term + ce_weight * ce_term
-        ctx.save_for_backward(buf)
+        ctx.save_for_backward(grad)
         ctx.input_dtype = logits.dtype
         ctx.mark_non_differentiable(kd_term, ce_term)
         return total, kd_term, ce_term
