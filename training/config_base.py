@@ -67,8 +67,11 @@ def validation_problems(exc: ValidationError) -> str:
     return "; ".join(f"{'.'.join(str(p) for p in err['loc'])}: {err['msg']}" for err in exc.errors())
 
 
-def read_yaml_mapping(path: str | Path) -> dict[str, Any]:
+def read_yaml_mapping(path: str | Path, *, what: str = "config", hint: str = "") -> dict[str, Any]:
     """The top-level mapping of a YAML file (an empty file is ``{}``).
+
+    ``what`` names the file in messages (``"config"``, ``"the pipeline config"``); ``hint`` is appended to
+    the message of an unreadable file (e.g. ``"; pass --config FILE"``).
 
     Raises:
         ConfigFileError: the file cannot be read or parsed, or does not hold a mapping.
@@ -77,9 +80,10 @@ def read_yaml_mapping(path: str | Path) -> dict[str, Any]:
     try:
         data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
     except (OSError, yaml.YAMLError) as exc:
-        raise ConfigFileError(f"cannot read config {path}: {exc}") from exc
+        reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else exc
+        raise ConfigFileError(f"cannot read {what} {path}: {reason}{hint}") from exc
     if not isinstance(data, dict):
-        raise ConfigFileError(f"{path} must hold a mapping at the top level")
+        raise ConfigFileError(f"{path} must be a mapping (key: value) at the top level, got {type(data).__name__}")
     return data
 
 

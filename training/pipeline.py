@@ -24,11 +24,10 @@ from pathlib import Path
 from typing import Any
 
 import torch
-import yaml
 from pydantic import Field, ValidationError
 
 from conversion.coreml_report import ConversionStatus
-from training.config_base import StrictModel, validation_problems
+from training.config_base import StrictModel, read_yaml_mapping, validation_problems
 from training.data_adapter import eval_batches
 from training.evaluation import evaluate_loss, evaluate_task, generate_completions
 from training.kd_config import ConfigFileError, KDConfig
@@ -96,15 +95,8 @@ def load_pipeline_config(path: str | Path) -> PipelineConfig:
     Raises:
         ConfigFileError: naming the file, and every unknown or invalid key with its dotted path.
     """
-    path = Path(path)
-    try:
-        data = yaml.safe_load(path.read_text()) or {}
-    except (OSError, yaml.YAMLError) as exc:
-        reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else exc
-        raise ConfigFileError(f"cannot read the pipeline config {path}: {reason}; pass --config FILE "
-                              "(default configs/toy.yaml, relative to the repository root)") from exc
-    if not isinstance(data, dict):
-        raise ConfigFileError(f"{path} must hold a mapping at the top level")
+    data = read_yaml_mapping(path, what="the pipeline config",
+                             hint="; pass --config FILE (default configs/toy.yaml, relative to the repository root)")
     try:
         return PipelineConfig.model_validate(data)
     except ValidationError as exc:

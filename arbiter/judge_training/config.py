@@ -1,16 +1,18 @@
-"""The judge training configuration (``configs/judge.yaml``), validated at the edge (unknown keys refused)."""
+"""The judge training configuration (``configs/judge.yaml``), validated at the edge (unknown keys refused).
+
+:class:`ConfigFileError` is :class:`training.config_base.ConfigFileError` (re-exported here).
+"""
 
 from __future__ import annotations
 
 from pathlib import Path
 from typing import Literal
 
-import yaml
 from pydantic import Field, ValidationError, field_validator, model_validator
 
 from arbiter.data.generate import PAIR_KINDS
 from arbiter.data.rubric import CLAUSES
-from training.config_base import FrozenStrictModel
+from training.config_base import ConfigFileError, FrozenStrictModel, read_yaml_mapping
 
 
 class BackboneShape(FrozenStrictModel):
@@ -153,19 +155,10 @@ class JudgeTrainConfig(FrozenStrictModel):
         return self.backbone or BackboneShape()
 
 
-class ConfigFileError(ValueError):
-    """A config file is unreadable or invalid; the message names the file and each bad key."""
-
-
 def load_config(path: str | Path, *, out_dir: Path | None = None) -> JudgeTrainConfig:
     """Read and validate a YAML config; ``out_dir`` (the ``--out`` flag) overrides the file's."""
     path = Path(path)
-    try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
-    except (OSError, yaml.YAMLError) as exc:
-        raise ConfigFileError(f"{path}: cannot read the config ({exc})") from exc
-    if not isinstance(data, dict):
-        raise ConfigFileError(f"{path}: the config must be a mapping, got {type(data).__name__}")
+    data = read_yaml_mapping(path, what="the config")
     if out_dir is not None:
         data["out_dir"] = str(out_dir)
     try:
