@@ -4,7 +4,8 @@ latent curriculum with configs/reasoning.yaml's `latent` section updated by OVER
 the budget; held-out accuracy of the result (and optionally of the no-CoT and CoT students at train.steps).
 
     python benches/probe_latent_schedule.py FORK '{"steps_per_stage": 50, "final_stage_steps": 350}'
-    python benches/probe_latent_schedule.py FORK '{}' --baselines      # also no-CoT and CoT at train.steps
+    python benches/probe_latent_schedule.py FORK '{}' --baselines no_cot,cot  # also these at train.steps
+    python benches/probe_latent_schedule.py 0 '{}' --baselines cot --config other.yaml  # FORK 0: no latent run
 
 Results are appended to OUT/results.jsonl; the CoT fork and the baselines are cached in OUT.
 """
@@ -35,10 +36,10 @@ from training.trainer import KDTrainer
 
 
 def cot_fork(cfg: Any, out: Path, tokdir: str, teacher: str | None, paths: dict[str, str], fork: int,
-             seed: int) -> Student:
+             seed: int, stem: str) -> Student:
     """The CoT run (train.steps schedule) stopped after ``fork`` steps; cached."""
-    cache = out / f"cot_fork{fork}_of{cfg.train.steps}_s{seed}.pt"
-    run = out / "runs" / f"cot_fork{fork}_s{seed}"
+    cache = out / f"cot_fork{fork}_of{cfg.train.steps}_s{seed}_{stem}.pt"
+    run = out / "runs" / f"cot_fork{fork}_s{seed}_{stem}"
     base = kd_run_config(cfg, run, tokdir, teacher, paths["cot_train"], paths["val"], cfg.train.steps, seed)
     if not cache.exists():
         trainer = KDTrainer(KDConfig.model_validate(base), stop_after_steps=fork)
@@ -57,7 +58,7 @@ def main() -> None:
     parser.add_argument("overrides", help="JSON object updating configs/reasoning.yaml's latent section")
     parser.add_argument("--config", default="configs/reasoning.yaml")
     parser.add_argument("--seed", type=int, default=0, help="training seed")
-    parser.add_argument("--baselines", action="store_true", help="also no-CoT and CoT at train.steps")
+    parser.add_argument("--baselines", default="", help="comma-separated: no_cot, cot (at train.steps)")
     parser.add_argument("--out", type=Path, default=Path("runs/probe_schedule"))
     parser.add_argument("--tag", default="", help="label of this run in results.jsonl")
     args = parser.parse_args()
@@ -69,26 +70,30 @@ def main() -> None:
     data = prepare_data(cfg, args.out)
     paths, test, ev = data["paths"], data["test"], cfg.eval
     results = args.out / "results.jsonl"
+    stem = Path(args.config).stem
 
     def record(entry: dict[str, Any]) -> None:
-        entry = {"seed": args.seed, "steps": cfg.train.steps, "tag": args.tag, **entry}
+        entry = {"seed": args.seed, "steps": cfg.train.steps, "tag": args.tag, "config": args.config,
+                 "student_shape": [cfg.student.hidden_size, cfg.student.num_hidden_layers], "lr": cfg.train.lr,
+                 **entry}
         print(json.dumps(entry), flush=True)
         with results.open("a") as f:
             f.write(json.dumps(entry) + "\n")
 
-    if args.baselines:
-        for name, train_file, val_file, t in (("no_cot", "no_cot_train", "no_cot_val", None),
-                                              ("cot", "cot_train", "val", teacher)):
-            started = time.time()
-            model, _ = train_kd_student(kd_run_config(cfg, args.out / "runs" / f"{name}_s{args.seed}", tokdir, t,
-                                                      paths[train_file], paths[val_file], cfg.train.steps,
-                                                      args.seed))
-            e = evaluate_text_student(model, tok, test, ev.max_new_tokens, ev.batch_size)
-            record({"student": name, "accuracy": e["accuracy"], "tokens": e["mean_generated_tokens"],
-                    "seconds": round(time.time() - started)})
-
+    chosen = [b for b in args.baselines.split(",") if b]
+    runs = {"no_cot": ("no_cot_train", "no_cot_val", None), "cot": ("cot_train", "val", teacher)}
+    for name in chosen:
+        train_file, val_file, t = runs[name]
+        started = time.time()
+        model, _ = train_kd_student(kd_run_config(cfg, args.out / "runs" / f"{name}_s{args.seed}_{stem}", tokdir,
+                                                  t, paths[train_file], paths[val_file], cfg.train.steps, args.seed))
+        e = evaluate_text_student(model, tok, test, ev.max_new_tokens, ev.batch_size)
+        record({"student": name, "accuracy": e["accuracy"], "tokens": e["mean_generated_tokens"],
+                "seconds": round(time.time() - started)})
+    if args.fork == 0:
+        return
     started = time.time()
-    model = cot_fork(cfg, args.out, tokdir, teacher, paths, args.fork, args.seed)
+    model = cot_fork(cfg, args.out, tokdir, teacher, paths, args.fork, args.seed, stem)
     fork_seconds = round(time.time() - started)
     lc = cfg.latent.model_validate({**cfg.latent.model_dump(), **json.loads(args.overrides), "seed": args.seed,
                                     "log_every": 100})

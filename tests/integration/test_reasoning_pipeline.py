@@ -27,7 +27,7 @@ def tiny_config(teacher: str | None) -> dict:
         "student": {"hidden_size": 32, "intermediate_size": 64, "num_hidden_layers": 1, "num_attention_heads": 4,
                     "num_key_value_heads": 2, "max_position_embeddings": 96},
         "train": {"batch_size": 8, "warmup_steps": 1, "steps": 10},
-        "latent": {"steps_per_stage": 2, "batch_size": 8, "log_every": 1000},
+        "latent": {"steps_per_stage": 1, "final_stage_steps": 4, "batch_size": 8, "log_every": 1000},
         "judge": {"train_pairs": 40, "pretrain_steps": 2, "steps": 3, "hidden_size": 32, "intermediate_size": 64,
                   "num_hidden_layers": 1},
         "qat": {"start_fraction": 0.5},
@@ -61,6 +61,8 @@ def test_pipeline_writes_the_report(tmp_path: Path, capsys: pytest.CaptureFixtur
     assert latent["mean_latent_positions"] == 3.0
     assert [e["train"]["cot_steps"] + e["train"]["curriculum_steps"] for e in latent["per_seed"]] == [10, 10]
     assert latent["per_seed"][0]["train"]["curriculum_steps"] == 6
+    # stages 1 and 2 one step each, the rest of the curriculum at the last (all-latent) stage
+    assert [(h["stage"], h["steps"]) for h in latent["per_seed"][0]["train"]["stages"]] == [(1, 1), (2, 1), (3, 4)]
     assert report["students"]["cot"]["per_seed"][0]["train"]["loss"] == "KD + CE"
     assert "judge" in report["students"]["process_judge"]["per_seed"][0]["train"]["loss"]
     assert 0.0 <= report["judge"]["pairwise_accuracy"] <= 1.0
