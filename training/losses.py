@@ -27,8 +27,10 @@ from typing import Any, Literal
 
 import torch
 import torch.nn.functional as F
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import Field
 from torch import Tensor, nn
+
+from training.config_base import FrozenStrictModel
 
 IGNORE_INDEX = -100
 
@@ -659,10 +661,8 @@ def hidden_state_loss(
 # ----------------------------------------------------------------------------------------------------------
 
 
-class KDLossWeights(BaseModel):
+class KDLossWeights(FrozenStrictModel):
     """Weights and divergence settings of the combined distillation objective (validated at the edge)."""
-
-    model_config = ConfigDict(frozen=True, extra="forbid")
 
     kd: float = Field(1.0, ge=0.0, allow_inf_nan=False, description="weight of the logit divergence")
     ce: float = Field(0.0, ge=0.0, allow_inf_nan=False, description="weight of the hard-label CE")

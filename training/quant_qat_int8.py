@@ -34,12 +34,13 @@ from typing import Any
 
 import torch
 import torch.nn.functional as F
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import Field
 from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 from torch import Tensor, nn
 
 from training.artifact import load_state_dict, load_student, student_state_dict
+from training.config_base import StrictModel
 from training.evaluation import evaluate_task
 from training.model import Student
 from training.tokenizer import DistilleryTokenizer
@@ -358,10 +359,8 @@ def load_qat_student(directory: str | Path) -> Student:
 # ---------------------------------------------------------------------------------------------------------
 
 
-class QATConfig(BaseModel):
+class QATConfig(StrictModel):
     """When and how QAT runs inside a KD run."""
-
-    model_config = ConfigDict(extra="forbid")
 
     start_fraction: float = Field(0.75, ge=0.0, lt=1.0,
                                   description="QAT starts at round(max_steps * start_fraction)")

@@ -33,8 +33,9 @@ from pathlib import Path
 from typing import Any, TextIO
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import Field, ValidationError
 
+from training.config_base import StrictModel
 from training.kd_config import ConfigFileError, KDConfig
 from training.queue_journal import InProgress, Journal, load_journal, save_journal
 from training.queue_layout import (
@@ -64,10 +65,8 @@ class QueueError(RuntimeError):
     """The daemon cannot serve this queue (bad base config, another daemon holds the lock...)."""
 
 
-class DaemonOptions(BaseModel):
+class DaemonOptions(StrictModel):
     """``serve`` settings, validated at the CLI edge."""
-
-    model_config = ConfigDict(extra="forbid")
 
     queue_dir: Path
     config: Path | None = Field(None, description="base training config (default QUEUE_DIR/base.yaml)")

@@ -30,8 +30,9 @@ import time
 from pathlib import Path
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import Field, field_validator
 
+from training.config_base import StrictModel
 from training.run_status import RunTracker, StatusServer
 from training.runctl import (
     CONTROL_FILE,
@@ -312,10 +313,8 @@ class RunControlHook(TrainerHook):
 
 
 # ---- CLI wiring ------------------------------------------------------------------------------------------
-class RunControlOptions(BaseModel):
+class RunControlOptions(StrictModel):
     """Run control and status server settings, validated where they enter (the CLI)."""
-
-    model_config = ConfigDict(extra="forbid")
 
     run_control: bool = True
     status_port: int | None = Field(None, ge=0, le=65535)

@@ -28,10 +28,11 @@ from pathlib import Path
 from typing import Any, Literal, NamedTuple
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import Field
 from torch import Tensor
 from torch.utils.data import IterableDataset, get_worker_info
 
+from training.config_base import FrozenStrictModel
 from training.data.batching import BucketBatcher, ItemRows, Key, PackBatcher, ShuffleBuffer, StreamItem
 from training.data.collate import PackedRow, collate
 from training.data.encoding import TokenizerLike, encode_example
@@ -42,7 +43,7 @@ from training.data.reader import RawRecord, accept_record, iter_raw_records
 STATE_FORMAT = 1
 
 
-class StreamConfig(BaseModel):
+class StreamConfig(FrozenStrictModel):
     """Batching settings of an :class:`ExampleStream` (e.g. the ``data`` section of a training config).
 
     ``batch_size`` counts rows: examples when bucketing, packed rows of up to ``max_length`` tokens when
@@ -50,8 +51,6 @@ class StreamConfig(BaseModel):
     ``shuffle=False`` keeps the given file order, passes examples through in order, and emits each bucket
     pool's batches shortest first.
     """
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
 
     max_length: int = Field(ge=2)
     batch_size: int = Field(ge=1)

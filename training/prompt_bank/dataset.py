@@ -22,8 +22,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import Field, model_validator
 
+from training.config_base import FrozenStrictModel
 from training.prompt_bank.filters import (
     LengthLimits,
     NearDupConfig,
@@ -40,10 +41,8 @@ from training.prompt_bank.manifest import manifest_path, sha256_file, write_with
 from training.prompt_bank.records import SPLITS, ChatRecord, SplitName, build_records, split_records
 
 
-class DatasetConfig(BaseModel):
+class DatasetConfig(FrozenStrictModel):
     """Filter thresholds and split fractions (defaults suit a small chat model with short answers)."""
-
-    model_config = ConfigDict(frozen=True, extra="forbid")
 
     near_dup: NearDupConfig = NearDupConfig()
     prompt_length: LengthLimits = LengthLimits(min_chars=8, max_chars=2000)

@@ -29,7 +29,9 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import Field, model_validator
+
+from training.config_base import FrozenStrictModel
 
 T = TypeVar("T")
 TextKey = Callable[[Any], str]
@@ -78,14 +80,12 @@ def exact_dedup(items: Sequence[T], key: TextKey = _identity) -> list[T]:
     return kept
 
 
-class NearDupConfig(BaseModel):
+class NearDupConfig(FrozenStrictModel):
     """Near-duplicate settings (see the module docstring for what the defaults remove).
 
     ``threshold`` is on the exact Jaccard of word-``ngram`` shingle sets; ``lsh_threshold`` (lower, for
     recall) is what the MinHash LSH index uses to propose candidates, which are then verified exactly.
     """
-
-    model_config = ConfigDict(frozen=True, extra="forbid")
 
     threshold: float = Field(default=0.8, gt=0.0, le=1.0)
     ngram: int = Field(default=1, ge=1, le=5)
@@ -125,14 +125,12 @@ def near_dedup(items: Sequence[T], key: TextKey = _identity, config: NearDupConf
     return kept
 
 
-class LengthLimits(BaseModel):
+class LengthLimits(FrozenStrictModel):
     """Inclusive length limits; ``None`` means no limit on that side.
 
     Tokens are counted only when a ``count_tokens`` callable is passed to :func:`within_length` and a
     token limit is set.
     """
-
-    model_config = ConfigDict(frozen=True, extra="forbid")
 
     min_chars: int = Field(default=1, ge=0)
     max_chars: int | None = Field(default=None, ge=1)
@@ -171,7 +169,7 @@ def length_filter(items: Sequence[T], limits: LengthLimits, key: TextKey = _iden
     return [item for item in items if within_length(key(item), limits, count_tokens)]
 
 
-class RepetitionLimits(BaseModel):
+class RepetitionLimits(FrozenStrictModel):
     """When a text counts as degenerate.
 
     ``max_repeated_ngram_share``: of all word ``ngram``-grams, the share that repeat an earlier one
@@ -180,8 +178,6 @@ class RepetitionLimits(BaseModel):
     ``max_char_run``: the longest run of one non-space character allowed ("!!!!!!", "aaaaaa");
     whitespace runs (code indentation) are not counted.
     """
-
-    model_config = ConfigDict(frozen=True, extra="forbid")
 
     ngram: int = Field(default=3, ge=1, le=8)
     max_repeated_ngram_share: float = Field(default=0.3, ge=0.0, le=1.0)

@@ -17,8 +17,9 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TypedDict
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import Field
 
+from training.config_base import FrozenStrictModel
 from training.prompt_bank.filters import (
     LengthLimits,
     NearDupConfig,
@@ -42,10 +43,8 @@ class PromptRecord(TypedDict):
     source: str
 
 
-class BankConfig(BaseModel):
+class BankConfig(FrozenStrictModel):
     """How the bank is generated (validated at the edge: the CLI and callers build one of these)."""
-
-    model_config = ConfigDict(frozen=True, extra="forbid")
 
     seed: int = 0
     per_category: int = Field(default=140, ge=1, le=10_000)

@@ -4,13 +4,15 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import Field, model_validator
+
+from training.config_base import FrozenStrictModel
 
 Operator = Literal["+", "-", "*"]
 Precedence = Literal["standard", "left_to_right"]
 
 
-class ArithmeticConfig(BaseModel):
+class ArithmeticConfig(FrozenStrictModel):
     """How arithmetic questions are drawn.
 
     ``precedence="standard"`` evaluates ``*`` before ``+``/``-`` (each left to right);
@@ -20,8 +22,6 @@ class ArithmeticConfig(BaseModel):
     Expressions whose intermediate results leave ``[0, max_value]`` (or ``[-max_value, max_value]`` with
     ``allow_negative``) are redrawn, which keeps every step a small calculation.
     """
-
-    model_config = ConfigDict(frozen=True, extra="forbid")
 
     min_ops: int = Field(default=2, ge=1, le=8)
     max_ops: int = Field(default=3, ge=1, le=8)

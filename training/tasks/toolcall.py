@@ -16,8 +16,9 @@ from dataclasses import dataclass
 from typing import Any
 
 import json_repair
-from pydantic import BaseModel, ConfigDict, field_validator
+from pydantic import field_validator
 
+from training.config_base import FrozenStrictModel
 from training.tasks.markup import extract_tagged
 from training.tasks.schema import Example, make_id
 from training.tasks.toolcall_catalogue import CATALOGUE, ArgumentValue
@@ -27,10 +28,8 @@ CALL_OPEN, CALL_CLOSE = "<tool_call>", "</tool_call>"
 _JSON_WHITESPACE = " \t\n\r"
 
 
-class ToolCallConfig(BaseModel):
+class ToolCallConfig(FrozenStrictModel):
     """Which catalogue tools to draw requests for (uniformly)."""
-
-    model_config = ConfigDict(frozen=True, extra="forbid")
 
     tools: tuple[str, ...] = tuple(CATALOGUE)
 
