@@ -38,11 +38,11 @@ from training.data import collate, encode_example
 from training.kd_config import KDConfig
 from training.losses import forward_kl, sparse_topk_kl
 from training.tasks import get_task
-from training.teacher_sources.cache_builder import CacheSettings, build_topk_cache
-from training.teacher_sources.cache_teacher import CacheTeacher
-from training.teachers import CheckpointTeacher
+from training.teachers.cache_builder import CacheSettings, build_topk_cache
+from training.teachers.cache_teacher import CacheTeacher
+from training.teachers.checkpoint_teacher import CheckpointTeacher
+from training.teachers.topk_storage import TopKEncoding
 from training.tokenizer import DistilleryTokenizer
-from training.topk_storage import TopKEncoding
 from training.toy_data import write_jsonl
 from training.trainer import KDTrainer
 

@@ -55,8 +55,8 @@ from training.prompt_bank.dataset import (
 )
 from training.prompt_bank.filters import NearDupConfig, exact_dedup, near_dedup
 from training.student_init import select_layers
-from training.teacher_sources.cache_builder import CacheSettings, build_topk_cache
-from training.teachers import CheckpointTeacher
+from training.teachers.cache_builder import CacheSettings, build_topk_cache
+from training.teachers.checkpoint_teacher import CheckpointTeacher
 from training.tokenizer import DistilleryTokenizer
 from training.trainer import KDTrainer
 from training.user_errors import user_error_exit

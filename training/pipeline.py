@@ -32,7 +32,7 @@ from training.data_adapter import eval_batches
 from training.evaluation import evaluate_loss, evaluate_task, generate_completions
 from training.kd_config import ConfigFileError, KDConfig
 from training.model import Student
-from training.teachers import CheckpointTeacher
+from training.teachers.checkpoint_teacher import CheckpointTeacher
 from training.toy_data import task_examples, write_jsonl
 from training.trainer import KDTrainer
 from training.user_errors import user_error_exit

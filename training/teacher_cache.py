@@ -17,8 +17,8 @@ import argparse
 import json
 import sys
 
-from training.teacher_sources.cache_builder import CacheSettings, build_topk_cache
-from training.teacher_sources.spec import add_teacher_arguments
+from training.teachers.cache_builder import CacheSettings, build_topk_cache
+from training.teachers.spec import add_teacher_arguments
 from training.user_errors import user_error_exit
 
 
@@ -75,8 +75,8 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     import torch
 
-    from training.teacher_sources.spec import parse_teacher_spec
-    from training.teachers import build_teacher
+    from training.teachers.factory import build_teacher
+    from training.teachers.spec import parse_teacher_spec
 
     args = build_parser().parse_args(argv)
     if args.threads:

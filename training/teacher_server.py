@@ -22,7 +22,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-# Kept in step with training.teacher_sources.server (not imported here so that --help stays fast).
+# Kept in step with training.teachers.server (not imported here so that --help stays fast).
 MAX_BODY_BYTES = 4 << 20
 READ_TIMEOUT_S = 30.0
 
@@ -49,8 +49,8 @@ def _one_line(exc: BaseException) -> str:
 
 def _load_teacher(checkpoint: str, dtype: str) -> tuple[Any, Any]:
     """-> (teacher section, teacher); a checkpoint that is not a checkpoint or hf directory is a ValueError."""
-    from training.teacher_sources.spec import parse_teacher_spec
-    from training.teachers import build_teacher
+    from training.teachers.factory import build_teacher
+    from training.teachers.spec import parse_teacher_spec
 
     kind, sep, rest = checkpoint.partition(":")
     path = Path(rest if sep and kind in ("checkpoint", "hf") else checkpoint)
@@ -129,7 +129,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     import torch
 
-    from training.teacher_sources.server import FaultPlan, TeacherEngine, TeacherServer
+    from training.teachers.server import FaultPlan, TeacherEngine, TeacherServer
 
     args = build_parser().parse_args(argv)
     if args.threads:

@@ -54,7 +54,8 @@ from training.model import Student
 from training.model_config import ModelConfig
 from training.schedule import warmup_cosine
 from training.sparse_kd_ce import sparse_kd_ce_loss
-from training.teachers import TeacherTargets, build_teacher, ensure_same_vocabulary
+from training.teachers.base import TeacherTargets, ensure_same_vocabulary
+from training.teachers.factory import build_teacher
 from training.tokenizer import DistilleryTokenizer
 
 # Keys that must not change when a run resumes: a different value would silently train another model.
@@ -348,7 +349,7 @@ class KDTrainer:
         ``teacher.dtype`` was not set runs in bf16 (its matmuls ran in bf16 under autocast already; bf16 weights
         drop the per-step weight casts and halve its memory); ``compile: true`` compiles the decoder layers
         in place (state_dict keys unchanged)."""
-        from training.teachers import CheckpointTeacher
+        from training.teachers.checkpoint_teacher import CheckpointTeacher
 
         self.student.to(self.device)
         teacher_model = self.teacher.model if isinstance(self.teacher, CheckpointTeacher) else None

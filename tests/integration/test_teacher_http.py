@@ -20,11 +20,12 @@ import torch
 from training.data import collate, encode_example, read_examples
 from training.model import Student
 from training.model_config import ModelConfig
-from training.teacher_sources.cache_builder import CacheSettings, build_topk_cache
-from training.teacher_sources.cache_teacher import CacheTeacher
-from training.teacher_sources.http_client import OpenAIClient, RetryPolicy, TeacherHTTPError
-from training.teacher_sources.http_teacher import HttpTeacher
-from training.teachers import CheckpointTeacher, TeacherTargets
+from training.teachers.base import TeacherTargets
+from training.teachers.cache_builder import CacheSettings, build_topk_cache
+from training.teachers.cache_teacher import CacheTeacher
+from training.teachers.checkpoint_teacher import CheckpointTeacher
+from training.teachers.http_client import OpenAIClient, RetryPolicy, TeacherHTTPError
+from training.teachers.http_teacher import HttpTeacher
 from training.tokenizer import DistilleryTokenizer
 
 KEY_ENV = "DISTILLERY_IT_TEACHER_KEY"
@@ -243,7 +244,7 @@ def test_cache_cli_against_the_server(server: dict, setup: dict[str, Path], tmp_
 
 
 @pytest.mark.parametrize(
-    "module", ["training.teacher_cache", "training.teacher_server", "training.teacher_sources.generate"]
+    "module", ["training.teacher_cache", "training.teacher_server", "training.teachers.generate"]
 )
 def test_cli_help(module: str, capsys: pytest.CaptureFixture) -> None:
     """``--help`` of each tool (the ``python -m`` entry points themselves run in the tests above)."""

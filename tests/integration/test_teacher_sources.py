@@ -17,24 +17,21 @@ from kd_helpers import make_tiny_setup, tiny_config
 
 from training.artifact import UnverifiedArtifactWarning
 from training.data import Example, collate, encode_example, read_examples
-from training.kd_config import TeacherSection
 from training.model import Student
 from training.model_config import ModelConfig
-from training.teacher_sources.cache_builder import CacheSettings, build_topk_cache
-from training.teacher_sources.cache_teacher import CacheTeacher
-from training.teacher_sources.generate import generate_completions
-from training.teacher_sources.hf import HFTeacher
-from training.teacher_sources.http_client import OpenAIClient, RetryPolicy
-from training.teacher_sources.http_teacher import HttpTeacher
-from training.teacher_sources.local import GenerationParams
-from training.teacher_sources.server import TeacherEngine, TeacherServer
-from training.teacher_sources.teacher_tokenizer import ForeignTokenizer
-from training.teachers import (
-    CheckpointTeacher,
-    VocabularyMismatchError,
-    build_teacher,
-    ensure_same_vocabulary,
-)
+from training.teachers.base import VocabularyMismatchError, ensure_same_vocabulary
+from training.teachers.cache_builder import CacheSettings, build_topk_cache
+from training.teachers.cache_teacher import CacheTeacher
+from training.teachers.checkpoint_teacher import CheckpointTeacher
+from training.teachers.config import TeacherSection
+from training.teachers.factory import build_teacher
+from training.teachers.generate import generate_completions
+from training.teachers.hf import HFTeacher
+from training.teachers.http_client import OpenAIClient, RetryPolicy
+from training.teachers.http_teacher import HttpTeacher
+from training.teachers.local import GenerationParams
+from training.teachers.server import TeacherEngine, TeacherServer
+from training.teachers.teacher_tokenizer import ForeignTokenizer
 from training.tokenizer import DistilleryTokenizer
 from training.trainer import KDTrainer
 

@@ -15,7 +15,8 @@ from training.kd_config import KDConfig
 from training.model import Student
 from training.model_config import ModelConfig
 from training.student_init import StudentInitError
-from training.teachers import CheckpointTeacher, TeacherTargets
+from training.teachers.base import TeacherTargets
+from training.teachers.checkpoint_teacher import CheckpointTeacher
 from training.tokenizer import DistilleryTokenizer
 from training.trainer import KDTrainer
 

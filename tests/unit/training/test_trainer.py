@@ -16,7 +16,7 @@ from safetensors.torch import load_file
 from training.artifact import verify_manifest
 from training.checkpoint import list_checkpoints
 from training.kd_config import ConfigFileError, load_config
-from training.teachers import VocabularyMismatchError
+from training.teachers.base import VocabularyMismatchError
 from training.tokenizer import DistilleryTokenizer
 from training.trainer import KDTrainer, ResumeMismatchError, TrainerHook, TrainingDiverged
 

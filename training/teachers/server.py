@@ -49,8 +49,8 @@ from typing import Any
 import torch
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from training.teacher_sources.local import GenerationParams, generate_ids, sequence_logprobs
-from training.teacher_sources.teacher_tokenizer import render_chat
+from training.teachers.local import GenerationParams, generate_ids, sequence_logprobs
+from training.teachers.teacher_tokenizer import render_chat
 
 logger = logging.getLogger(__name__)
 

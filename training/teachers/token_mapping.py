@@ -16,7 +16,7 @@ import re
 import threading
 from typing import Literal
 
-from training.teacher_sources.teacher_tokenizer import TeacherTokenizer
+from training.teachers.teacher_tokenizer import TeacherTokenizer
 
 TokenFormat = Literal["token_id", "vocab", "text"]
 _TOKEN_ID = re.compile(r"token_id:(\d+)")

@@ -9,7 +9,7 @@ resumable response cache.
 * Concurrency: at most ``concurrency`` requests are in flight per client, however many threads call it;
   :meth:`OpenAIClient.map` runs a function over items on that many threads.
 * Cache: with ``cache_dir``, POST responses are stored per request key
-  (:mod:`~training.teacher_sources.response_cache`), so an interrupted collection resumes without
+  (:mod:`~training.teachers.response_cache`), so an interrupted collection resumes without
   re-querying finished prompts.
 * API key: read once from the environment variable named by ``api_key_env`` and sent as a bearer token. It
   is never logged, never part of a cache key or file, and removed from any error text (a server that
@@ -32,7 +32,7 @@ from dataclasses import dataclass
 from typing import Any, TypeVar
 from urllib.parse import urlsplit
 
-from training.teacher_sources.response_cache import ResponseCache, request_key
+from training.teachers.response_cache import ResponseCache, request_key
 
 logger = logging.getLogger(__name__)
 

@@ -12,9 +12,9 @@ import torch
 from training.data import encode_example, read_examples
 from training.model import Student
 from training.model_config import ModelConfig
-from training.teacher_sources.generate import completed_ids, generate_completions, main, read_prompts
-from training.teacher_sources.local import GenerationParams, generate_ids
-from training.teachers import CheckpointTeacher
+from training.teachers.checkpoint_teacher import CheckpointTeacher
+from training.teachers.generate import completed_ids, generate_completions, main, read_prompts
+from training.teachers.local import GenerationParams, generate_ids
 from training.tokenizer import DistilleryTokenizer
 
 
@@ -42,7 +42,7 @@ def _prompts(path: Path, n: int) -> Path:
 
 class CountingText:
     def __init__(self, inner: CheckpointTeacher) -> None:
-        from training.teacher_sources.generate import LocalTextTeacher
+        from training.teachers.generate import LocalTextTeacher
 
         self.inner = LocalTextTeacher(inner)
         self.tokenizer = inner.tokenizer
@@ -146,7 +146,7 @@ def test_cli_writes_completions(
 
 
 def test_cache_cannot_generate() -> None:
-    from training.teacher_sources.generate import text_teacher
+    from training.teachers.generate import text_teacher
 
     class Sparse:
         tokenizer = None

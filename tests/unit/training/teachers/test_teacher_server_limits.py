@@ -21,9 +21,9 @@ import torch
 
 from training.model import Student
 from training.model_config import ModelConfig
-from training.teacher_sources.http_client import OpenAIClient, RetryPolicy, TeacherHTTPError
-from training.teacher_sources.server import MAX_BODY_BYTES, TeacherEngine, TeacherServer
-from training.teachers import CheckpointTeacher
+from training.teachers.checkpoint_teacher import CheckpointTeacher
+from training.teachers.http_client import OpenAIClient, RetryPolicy, TeacherHTTPError
+from training.teachers.server import MAX_BODY_BYTES, TeacherEngine, TeacherServer
 from training.tokenizer import DistilleryTokenizer
 
 

@@ -1,4 +1,4 @@
-"""Run a live teacher over a dataset once and write a top-k cache (:mod:`training.topk_storage`).
+"""Run a live teacher over a dataset once and write a top-k cache (:mod:`training.teachers.topk_storage`).
 
 Examples are read and encoded exactly as the trainer does (:func:`training.data.encode_example` with the
 teacher's tokenizer, ``max_length`` and ``truncate``), so each cache key is the sha256 of the very ids a
@@ -33,8 +33,8 @@ from torch import Tensor
 
 from training.data import IGNORE_INDEX, EncodedExample, QuarantineLog, SequenceTooLongError, encode_example
 from training.data.reader import count_records, read_examples
-from training.teachers import Teacher
-from training.topk_storage import (
+from training.teachers.base import Teacher
+from training.teachers.topk_storage import (
     MANIFEST_FILE,
     CacheFormatError,
     CacheManifest,

@@ -13,12 +13,12 @@ import torch
 from training.generation import generate
 from training.model import Student
 from training.model_config import ModelConfig
-from training.teacher_sources.http_client import OpenAIClient, RetryPolicy, TeacherHTTPError
-from training.teacher_sources.http_teacher import HttpTeacher, TeacherResponseError
-from training.teacher_sources.local import GenerationParams
-from training.teacher_sources.server import FaultPlan, TeacherEngine, TeacherServer
-from training.teacher_sources.token_mapping import TokenMappingError
-from training.teachers import CheckpointTeacher
+from training.teachers.checkpoint_teacher import CheckpointTeacher
+from training.teachers.http_client import OpenAIClient, RetryPolicy, TeacherHTTPError
+from training.teachers.http_teacher import HttpTeacher, TeacherResponseError
+from training.teachers.local import GenerationParams
+from training.teachers.server import FaultPlan, TeacherEngine, TeacherServer
+from training.teachers.token_mapping import TokenMappingError
 from training.tokenizer import DistilleryTokenizer
 
 FAST = RetryPolicy(max_retries=4, backoff_s=0.001, backoff_max_s=0.01)

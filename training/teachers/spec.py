@@ -1,5 +1,5 @@
 """``--teacher SPEC`` for the command-line tools: a short string (or a config file) -> a validated
-:class:`~training.kd_config.TeacherSection`.
+:class:`~training.teachers.config.TeacherSection`.
 
 Forms of SPEC:
 
@@ -23,8 +23,8 @@ from typing import Any
 import yaml
 from pydantic import ValidationError
 
-from training.kd_config import TeacherSection
-from training.topk_storage import CACHE_FORMAT, MANIFEST_FILE
+from training.teachers.config import TeacherSection
+from training.teachers.topk_storage import CACHE_FORMAT, MANIFEST_FILE
 
 _KINDS = ("checkpoint", "hf", "http", "cache")
 

@@ -4,8 +4,8 @@ The model comes from ``transformers.AutoModelForCausalLM.from_pretrained(dir, lo
 remote code, nothing downloaded), from safetensors weights only: a directory holding only pickle-format
 weights (``pytorch_model.bin``, which can run code when loaded) is refused unless ``allow_pickle`` is set
 (``teacher.allow_pickle: true``). Its tokenizer comes from ``PreTrainedTokenizerFast``; the tokenizer is
-wrapped by :func:`~training.teacher_sources.teacher_tokenizer.from_hf_tokenizer`, so
-:func:`training.teachers.ensure_same_vocabulary` can compare it with the student's and name differences.
+wrapped by :func:`~training.teachers.teacher_tokenizer.from_hf_tokenizer`, so
+:func:`training.teachers.base.ensure_same_vocabulary` can compare it with the student's and name differences.
 """
 
 from __future__ import annotations
@@ -15,8 +15,8 @@ from pathlib import Path
 import torch
 from torch import Tensor
 
-from training.teacher_sources.teacher_tokenizer import TeacherTokenizer, from_hf_tokenizer
-from training.teachers import TeacherTargets, VocabularyMismatchError
+from training.teachers.base import TeacherTargets, VocabularyMismatchError
+from training.teachers.teacher_tokenizer import TeacherTokenizer, from_hf_tokenizer
 from training.user_errors import UserError
 
 PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".ckpt", ".pkl")

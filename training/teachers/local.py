@@ -3,7 +3,7 @@
 Used by the teacher server and by sequence-level KD. A "dense local teacher" has ``logits(ids, mask)`` and
 ``tokenizer``, and either a Distillery :class:`~training.model.Student` as ``model`` (KV-cached
 :func:`training.generation.generate`) or a ``generate_ids`` method
-(:class:`~training.teacher_sources.hf.HFTeacher`).
+(:class:`~training.teachers.hf.HFTeacher`).
 """
 
 from __future__ import annotations

@@ -15,9 +15,9 @@ import pytest
 import torch
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
 
-from training.teacher_sources.http_client import OpenAIClient, RetryPolicy
-from training.teacher_sources.server import TeacherEngine, TeacherServer
-from training.teacher_sources.teacher_tokenizer import load_teacher_tokenizer
+from training.teachers.http_client import OpenAIClient, RetryPolicy
+from training.teachers.server import TeacherEngine, TeacherServer
+from training.teachers.teacher_tokenizer import load_teacher_tokenizer
 
 CHATML = (
     "{% for message in messages %}<|im_start|>{{ message['role'] }}\n{{ message['content'] }}<|im_end|>\n"
@@ -97,8 +97,8 @@ def hf_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture(scope="module")
 def hf_teacher(hf_dir: Path) -> Any:
-    from training.teacher_sources.spec import parse_teacher_spec
-    from training.teachers import build_teacher
+    from training.teachers.factory import build_teacher
+    from training.teachers.spec import parse_teacher_spec
 
     return build_teacher(parse_teacher_spec(f"hf:{hf_dir}"))
 

@@ -11,7 +11,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from training.topk_storage import (
+from training.teachers.topk_storage import (
     CacheFormatError,
     CacheManifest,
     ShardReader,

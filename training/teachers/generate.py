@@ -1,6 +1,6 @@
 """Sequence-level KD, the strategy that works across tokenizers: write the teacher's completions as text.
 
-``python -m training.teacher_sources.generate --teacher SPEC --data prompts.jsonl --out completions.jsonl``
+``python -m training.teachers.generate --teacher SPEC --data prompts.jsonl --out completions.jsonl``
 
 Reads JSONL records with ``id`` and ``prompt`` (other fields are kept; ``completion`` is replaced), asks the
 teacher for a completion of each prompt as text, and appends one training example per line:
@@ -27,8 +27,8 @@ from typing import Any, Protocol
 from pydantic import ValidationError
 
 from training.data.schema import Example, describe_validation_error
-from training.teacher_sources.local import GenerationParams, generate_ids, is_dense_local
-from training.teacher_sources.spec import add_teacher_arguments
+from training.teachers.local import GenerationParams, generate_ids, is_dense_local
+from training.teachers.spec import add_teacher_arguments
 from training.tokenizer import check_tokenizers_match
 from training.user_errors import user_error_exit
 
@@ -180,7 +180,7 @@ def generate_completions(
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog="python -m training.teacher_sources.generate",
+        prog="python -m training.teachers.generate",
         description=__doc__,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
@@ -202,9 +202,9 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     import torch
 
-    from training.teacher_sources.spec import parse_teacher_spec
-    from training.teacher_sources.teacher_tokenizer import load_teacher_tokenizer
-    from training.teachers import build_teacher
+    from training.teachers.factory import build_teacher
+    from training.teachers.spec import parse_teacher_spec
+    from training.teachers.teacher_tokenizer import load_teacher_tokenizer
 
     args = build_parser().parse_args(argv)
     if args.threads:

@@ -11,9 +11,9 @@ from hf_helpers import build_tiny_hf_llama
 from pydantic import ValidationError
 from safetensors.torch import load_file
 
-from training.kd_config import TeacherSection
-from training.teacher_sources.hf import HFTeacher, PickleWeightsRefused, weight_format
-from training.teachers import build_teacher
+from training.teachers.config import TeacherSection
+from training.teachers.factory import build_teacher
+from training.teachers.hf import HFTeacher, PickleWeightsRefused, weight_format
 from training.user_errors import is_user_error
 
 

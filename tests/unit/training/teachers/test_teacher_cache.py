@@ -13,11 +13,12 @@ from training.data import Example, collate, encode_example
 from training.losses import forward_kl, sparse_topk_kl
 from training.model import Student
 from training.model_config import ModelConfig
-from training.teacher_sources.cache_builder import CacheBuildError, CacheSettings, build_topk_cache
-from training.teacher_sources.cache_teacher import CacheMissError, CacheTeacher
-from training.teachers import CheckpointTeacher, TeacherTargets
+from training.teachers.base import TeacherTargets
+from training.teachers.cache_builder import CacheBuildError, CacheSettings, build_topk_cache
+from training.teachers.cache_teacher import CacheMissError, CacheTeacher
+from training.teachers.checkpoint_teacher import CheckpointTeacher
+from training.teachers.topk_storage import CacheFormatError, read_manifest
 from training.tokenizer import DistilleryTokenizer
-from training.topk_storage import CacheFormatError, read_manifest
 
 
 def _records(n: int, offset: int = 0) -> list[dict[str, str]]:

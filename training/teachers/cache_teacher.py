@@ -1,7 +1,7 @@
-"""A precomputed top-k cache (:mod:`training.topk_storage`) as a teacher.
+"""A precomputed top-k cache (:mod:`training.teachers.topk_storage`) as a teacher.
 
 ``CacheTeacher(dir).targets(input_ids, attention_mask)`` looks every row up by the sha256 of its real token
-ids (:func:`~training.topk_storage.sequence_key`), so the trainer needs no example ids. Positions the cache
+ids (:func:`~training.teachers.topk_storage.sequence_key`), so the trainer needs no example ids. Positions the cache
 does not store (padding, and the prompt positions of a ``positions='completion'`` cache) get ids ``0..K-1``
 with log-prob ``-inf``: :func:`training.losses.sparse_topk_kl` reads such a row as "all mass in the tail",
 which is finite, and the trainer's label mask drops it. A row that is not in the cache raises
@@ -16,10 +16,9 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from training.teacher_sources.http_teacher import padded_topk, real_positions
-from training.teacher_sources.teacher_tokenizer import TeacherTokenizer, load_teacher_tokenizer
-from training.teachers import TeacherTargets
-from training.topk_storage import (
+from training.teachers.base import TeacherTargets, padded_topk, real_positions
+from training.teachers.teacher_tokenizer import TeacherTokenizer, load_teacher_tokenizer
+from training.teachers.topk_storage import (
     CacheFormatError,
     CacheManifest,
     ShardReader,

@@ -15,9 +15,9 @@ from pathlib import Path
 
 import pytest
 
-from training.teacher_sources.http_client import OpenAIClient, RetryPolicy, TeacherHTTPError
-from training.teacher_sources.response_cache import ResponseCache, request_key
-from training.teacher_sources.token_mapping import TokenMapper, TokenMappingError
+from training.teachers.http_client import OpenAIClient, RetryPolicy, TeacherHTTPError
+from training.teachers.response_cache import ResponseCache, request_key
+from training.teachers.token_mapping import TokenMapper, TokenMappingError
 from training.tokenizer import DistilleryTokenizer
 
 SECRET = "sk-test-3f9a1c0ffee5ecret"

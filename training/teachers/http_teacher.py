@@ -13,7 +13,7 @@ position ``t`` is entry ``t + 1`` for ``t = 0 .. L - 1``; the one generated toke
 provides the last position's distribution, which a sequence truncated at ``max_length`` needs. The echoed
 tokens must map back to the ids sent (else the server tokenizes differently and the request is refused),
 and each entry must hold at least K distinct ids (extra entries, e.g. vLLM's sampled token, are dropped
-after sorting). Token strings map to ids with :class:`~training.teacher_sources.token_mapping.TokenMapper`.
+after sorting). Token strings map to ids with :class:`~training.teachers.token_mapping.TokenMapper`.
 
 Text (sequence-level KD): ``/v1/chat/completions`` (one user message) or ``/v1/completions`` with a text
 prompt, chosen by ``text_endpoint``.
@@ -28,31 +28,18 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from training.teacher_sources.http_client import OpenAIClient, RetryPolicy
-from training.teacher_sources.local import GenerationParams
-from training.teacher_sources.teacher_tokenizer import TeacherTokenizer, load_teacher_tokenizer
-from training.teacher_sources.token_mapping import TokenFormat, TokenMapper
-from training.teachers import TeacherTargets
+from training.teachers.base import TeacherTargets, padded_topk, real_positions
+from training.teachers.http_client import OpenAIClient, RetryPolicy
+from training.teachers.local import GenerationParams
+from training.teachers.teacher_tokenizer import TeacherTokenizer, load_teacher_tokenizer
+from training.teachers.token_mapping import TokenFormat, TokenMapper
 
 if TYPE_CHECKING:
-    from training.kd_config import TeacherSection
+    from training.teachers.config import TeacherSection
 
 
 class TeacherResponseError(ValueError):
     """The server's answer cannot be turned into targets (missing entries, wrong tokens, too few top-k)."""
-
-
-def padded_topk(batch: int, length: int, k: int) -> tuple[Tensor, Tensor]:
-    """Targets for positions without a teacher distribution: ids ``0 .. K-1`` (distinct, as the sparse loss
-    requires) and log-probs ``-inf``; (B, T, K) int64 and (B, T, K) float32."""
-    ids = torch.arange(k, dtype=torch.long).expand(batch, length, k).clone()
-    return ids, torch.full((batch, length, k), float("-inf"))
-
-
-def real_positions(attention_mask: Tensor | None, input_ids: Tensor) -> list[Tensor]:
-    """Per row, the (L,) indices of real tokens (left or right padding)."""
-    mask = torch.ones_like(input_ids) if attention_mask is None else attention_mask
-    return [torch.nonzero(row, as_tuple=False).flatten() for row in mask.bool()]
 
 
 class HttpTeacher:

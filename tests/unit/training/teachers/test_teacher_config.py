@@ -8,16 +8,14 @@ from pathlib import Path
 import pytest
 from pydantic import ValidationError
 
-from training.kd_config import KDConfig, TeacherSection
-from training.teacher_sources.cache_builder import CacheSettings, build_topk_cache
-from training.teacher_sources.cache_teacher import CacheTeacher
-from training.teacher_sources.spec import TeacherSpecError, parse_teacher_spec
-from training.teachers import (
-    CheckpointTeacher,
-    VocabularyMismatchError,
-    build_teacher,
-    ensure_same_vocabulary,
-)
+from training.kd_config import KDConfig
+from training.teachers.base import VocabularyMismatchError, ensure_same_vocabulary
+from training.teachers.cache_builder import CacheSettings, build_topk_cache
+from training.teachers.cache_teacher import CacheTeacher
+from training.teachers.checkpoint_teacher import CheckpointTeacher
+from training.teachers.config import TeacherSection
+from training.teachers.factory import build_teacher
+from training.teachers.spec import TeacherSpecError, parse_teacher_spec
 from training.tokenizer import DistilleryTokenizer
 
 
