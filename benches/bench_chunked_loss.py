@@ -31,8 +31,8 @@ from pathlib import Path
 
 import torch
 
-from training.chunked_loss import chunked_kd_ce_loss
 from training.losses import cross_entropy, forward_kl
+from training.losses.chunked import chunked_kd_ce_loss
 
 REPO = Path(__file__).resolve().parents[1]
 DEFAULT_OUT = REPO / "benches" / "results" / "chunked_loss.md"

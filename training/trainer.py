@@ -50,10 +50,10 @@ from training.distributed import (
 from training.evaluation import evaluate_loss, evaluate_task
 from training.kd_config import KDConfig
 from training.losses import HiddenProjector, cross_entropy, hidden_state_loss, kd_divergence
+from training.losses.sparse_kd_ce import sparse_kd_ce_loss
 from training.model import Student
 from training.model_config import ModelConfig
 from training.schedule import warmup_cosine
-from training.sparse_kd_ce import sparse_kd_ce_loss
 from training.teachers.base import TeacherTargets, ensure_same_vocabulary
 from training.teachers.factory import build_teacher
 from training.tokenizer import DistilleryTokenizer
@@ -469,7 +469,7 @@ class KDTrainer:
         terms: dict[str, Tensor] = {}
         want_hidden = self.hidden_projector is not None
         if cfg.chunked:
-            from training.chunked_loss import chunked_kd_ce_loss
+            from training.losses.chunked import chunked_kd_ce_loss
 
             with autocast:
                 out = self.student.run(ids, attention_mask=mask, position_ids=pos, sequence_ids=seq,
@@ -511,7 +511,7 @@ class KDTrainer:
             with autocast:
                 targets = self._teacher_targets(ids, mask, unpacked)
         if targets is not None and targets.is_sparse:
-            # top-k teacher: KD and CE share one softmax, gradients in closed form (training.sparse_kd_ce)
+            # top-k teacher: KD and CE share one softmax, gradients in closed form (training.losses.sparse_kd_ce)
             assert targets.topk_ids is not None and targets.topk_logprobs is not None
             total, fused = sparse_kd_ce_loss(
                 logits, targets.topk_ids, targets.topk_logprobs, labels, kd_weight=cfg.kd_weight,

@@ -11,7 +11,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from training.losses import cross_entropy, sparse_topk_kl
-from training.sparse_kd_ce import sparse_kd_ce_loss
+from training.losses.sparse_kd_ce import sparse_kd_ce_loss
 
 
 def _case(seed: int, n: int, vocab: int, k: int, scale: float) -> tuple[torch.Tensor, ...]:

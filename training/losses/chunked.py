@@ -10,7 +10,7 @@ fused linear cross-entropy). ``backward`` only rescales the stored gradients by 
 Value and gradients equal the plain path
 ``kd_weight * kd_divergence(h @ W^T, h_t @ W_t^T, mask=kd_mask, ...) + ce_weight * cross_entropy(h @ W^T,
 labels, ...)`` from :mod:`training.losses`, with the same normalizer semantics. Forward KL + CE uses
-closed-form logit gradients, with a dense teacher or a sparse top-k one (:mod:`training.sparse_kd_ce`); the
+closed-form logit gradients, with a dense teacher or a sparse top-k one (:mod:`training.losses.sparse_kd_ce`); the
 other divergences differentiate the :mod:`training.losses` function on each chunk with autograd (still
 ``O(C * V)`` memory). Tokens without a target in any computed term (prompt, padding) are skipped: their
 output projections are never computed.
@@ -26,7 +26,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from training.losses import (
+from training.losses.kd import (
     DIVERGENCES,
     IGNORE_INDEX,
     Normalizer,
@@ -35,7 +35,7 @@ from training.losses import (
     resolve_normalizer,
     sparse_topk_kl,
 )
-from training.sparse_kd_ce import sparse_kd_ce_logit_grad
+from training.losses.sparse_kd_ce import sparse_kd_ce_logit_grad
 
 __all__ = ["ChunkedLossTerms", "chunked_kd_ce_loss", "chunked_kd_ce_loss_with_terms"]
 

@@ -30,7 +30,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from training.losses import IGNORE_INDEX, Normalizer, resolve_normalizer
+from training.losses.kd import IGNORE_INDEX, Normalizer, resolve_normalizer
 
 __all__ = ["SparseKDCETerms", "sparse_kd_ce_logit_grad", "sparse_kd_ce_loss"]
 

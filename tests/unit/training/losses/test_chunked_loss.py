@@ -14,8 +14,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from torch import Tensor
 
-from training.chunked_loss import ChunkedLossTerms, chunked_kd_ce_loss, chunked_kd_ce_loss_with_terms
 from training.losses import cross_entropy, kd_divergence, sparse_topk_kl
+from training.losses.chunked import ChunkedLossTerms, chunked_kd_ce_loss, chunked_kd_ce_loss_with_terms
 
 F64 = torch.float64
 TOL = {F64: {"rtol": 1e-10, "atol": 1e-12}, torch.float32: {"rtol": 2e-5, "atol": 2e-6}}
@@ -314,7 +314,7 @@ def test_benchmark_script_runs_and_reports_matching_gradients(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """Smoke run of benches/bench_chunked_loss.py on a tiny problem (two fresh worker subprocesses per size)."""
-    script = Path(__file__).resolve().parents[3] / "benches" / "bench_chunked_loss.py"
+    script = Path(__file__).resolve().parents[4] / "benches" / "bench_chunked_loss.py"
     spec = importlib.util.spec_from_file_location("bench_chunked_loss", script)
     assert spec is not None and spec.loader is not None
     bench = importlib.util.module_from_spec(spec)
