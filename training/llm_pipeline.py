@@ -44,8 +44,8 @@ from training.evaluation import evaluate_loss
 from training.generation import generate, left_pad
 from training.kd_config import KDConfig
 from training.model import Student
+from training.ops.progress import progress
 from training.pipeline import run_export
-from training.progress import progress
 from training.prompt_bank.dataset import (
     DatasetConfig,
     build_dataset,

@@ -1,7 +1,7 @@
 """A training queue: ``python -m training.queue {serve,submit,status} QUEUE_DIR ...``.
 
 * ``serve QUEUE_DIR [--config base.yaml] [--once] [--poll-seconds S] [--max-attempts N]`` runs the daemon
-  (:mod:`training.queue_daemon`): files in ``QUEUE_DIR/inbox`` are validated (schema with a quarantine,
+  (:mod:`training.ops.queue_daemon`): files in ``QUEUE_DIR/inbox`` are validated (schema with a quarantine,
   length guardrail) and queued by priority, then the current student is trained on each in turn
   (``init_from`` = the previous file's student); each file ends in ``done/`` or ``failed/`` exactly once,
   across restarts and crashes. Without ``--config`` the base config is ``QUEUE_DIR/base.yaml``.
@@ -10,8 +10,8 @@
   student and whether a daemon is serving the queue, as JSON.
 
 Priorities (first match wins): a sidecar ``inbox/NAME.priority`` holding the word; else the name's suffix
-before the extension (``batch.high.jsonl``); else ``normal``. See :mod:`training.queue_layout` for the
-directory layout and :mod:`training.queue_journal` for how restarts are made safe.
+before the extension (``batch.high.jsonl``); else ``normal``. See :mod:`training.ops.queue_layout` for the
+directory layout and :mod:`training.ops.queue_journal` for how restarts are made safe.
 """
 
 from __future__ import annotations
@@ -22,36 +22,9 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from training.queue_journal import load_journal
-from training.queue_layout import PRIORITIES, QueueLayout, data_files, submit
-from training.runctl import pid_alive
+from training.ops.queue_layout import PRIORITIES, submit
+from training.ops.queue_status import queue_status
 from training.user_errors import user_error_exit
-
-
-def daemon_pid(layout: QueueLayout) -> int | None:
-    """The pid of the live daemon serving ``layout`` (from its lock file), or None."""
-    try:
-        text = layout.lock.read_text().strip()
-    except OSError:
-        return None
-    return int(text) if text.isdigit() and pid_alive(int(text)) else None
-
-
-def queue_status(root: Path) -> dict[str, Any]:
-    """Files per directory, the journal's view, and the daemon's pid."""
-    layout = QueueLayout(Path(root).resolve())
-    journal = load_journal(layout.journal)
-    files = {name: [p.name for p in data_files(path)] for name, path in layout.holding_dirs().items()}
-    return {
-        "queue_dir": str(layout.root),
-        "daemon_pid": daemon_pid(layout),
-        "counts": {name: len(names) for name, names in files.items()},
-        "files": files,
-        "in_progress": journal.in_progress.model_dump() if journal.in_progress else None,
-        "attempts": journal.attempts,
-        "current_student": journal.current_student,
-        "finished": len(journal.history),
-    }
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -86,7 +59,7 @@ def _serve(args: argparse.Namespace) -> int:
     from pydantic import ValidationError
 
     from training.kd_config import ConfigFileError
-    from training.queue_daemon import DaemonOptions, QueueDaemon, QueueError
+    from training.ops.queue_daemon import DaemonOptions, QueueDaemon, QueueError
 
     try:
         options = DaemonOptions(queue_dir=args.queue_dir, config=args.config, once=args.once,

@@ -796,7 +796,7 @@ class KDTrainer:
         start_step = self.step
         progress = None
         if self.cfg.progress and main:
-            from training.progress import progress as progress_bar
+            from training.ops.progress import progress as progress_bar
 
             progress = progress_bar(total=self.cfg.optim.max_steps, initial=self.step, desc="distill",
                                     unit="step", dynamic_ncols=True)

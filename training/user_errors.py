@@ -50,9 +50,9 @@ _REGISTERED: set[str] = {
     "training.teachers.token_mapping.TokenMappingError",
     "training.teachers.topk_storage.CacheFormatError",
     "training.step_data.StepAlignmentError",
-    "training.runctl.RunControlError",
+    "training.ops.run_control.RunControlError",
     "training.versions.VersionError",
-    "training.queue_daemon.QueueError",
+    "training.ops.queue_daemon.QueueError",
     "training.compare.CompareError",
 }
 _BUILTIN_USER_ERRORS: tuple[type[BaseException], ...] = (FileNotFoundError, NotADirectoryError, IsADirectoryError,

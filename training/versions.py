@@ -57,8 +57,8 @@ from training.artifact import (
     write_artifact,
 )
 from training.checkpoint import list_checkpoints
-from training.runctl import RUN_CONFIG_FILE, RUN_STATE_FILE, read_json, write_json_atomic
-from training.structured_log import StructuredLogger, new_run_id
+from training.ops.run_control import RUN_CONFIG_FILE, RUN_STATE_FILE, read_json, write_json_atomic
+from training.ops.structured_log import StructuredLogger, new_run_id
 from training.user_errors import user_error_exit
 
 STORE_DIR = "versions"

@@ -146,7 +146,7 @@ def stop_process(proc: subprocess.Popen[bytes], timeout: float = 10.0) -> None:
 _DISTILL_SHIM = """
 import sys
 import training.distill_kd as cli
-from training.run_hooks import add_run_control_args, hooks_from_args
+from training.ops.run_hooks import add_run_control_args, hooks_from_args
 
 _build = cli.build_parser
 

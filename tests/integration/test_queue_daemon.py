@@ -20,8 +20,8 @@ from run_fixtures import (
     write_task_data,
 )
 
-from training.queue_layout import REASON_SUFFIX, RESULT_SUFFIX, data_files, submit
-from training.structured_log import read_log
+from training.ops.queue_layout import REASON_SUFFIX, RESULT_SUFFIX, data_files, submit
+from training.ops.structured_log import read_log
 
 STEPS_PER_FILE = 60
 

@@ -29,8 +29,8 @@ from run_fixtures import (
 )
 from safetensors.torch import load_file
 
-from training import runctl
-from training.structured_log import read_log
+from training.ops import run_control
+from training.ops.structured_log import read_log
 
 MAX_STEPS = 240
 
@@ -64,7 +64,7 @@ def _train_steps(run_dir: Path) -> list[int]:
 
 
 def _state(run_dir: Path) -> dict[str, Any] | None:
-    return read_json(run_dir / runctl.RUN_STATE_FILE)
+    return read_json(run_dir / run_control.RUN_STATE_FILE)
 
 
 def _pause_and_check(run_dir: Path, proc: subprocess.Popen[bytes], log: Path, hold: float) -> dict[str, Any]:
@@ -72,8 +72,8 @@ def _pause_and_check(run_dir: Path, proc: subprocess.Popen[bytes], log: Path, ho
     the OS's figure and the process must sleep. Returns the paused run state."""
     wait_for(lambda: (s := _state(run_dir)) and s["step"] >= 3 and s.get("status_url"), 120, "step 3",
              proc=proc, log=log)
-    command = runctl.issue_command(run_dir, "pause", reason="integration test")
-    paused = runctl.wait_for(run_dir, "pause", command.seq, timeout=60)
+    command = run_control.issue_command(run_dir, "pause", reason="integration test")
+    paused = run_control.wait_for(run_dir, "pause", command.seq, timeout=60)
     status_url = _state(run_dir)["status_url"]  # type: ignore[index]
     logged = _train_steps(run_dir)
     cpu_before, started = _cpu_seconds(proc.pid), time.monotonic()

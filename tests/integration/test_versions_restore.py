@@ -22,7 +22,7 @@ from run_fixtures import (
 
 from training import versions
 from training.artifact import verify_manifest
-from training.structured_log import read_log
+from training.ops.structured_log import read_log
 
 
 def _tree(directory: Path) -> dict[str, bytes]:

@@ -310,7 +310,7 @@ def build_topk_cache(
     progress: bool = True,
 ) -> CacheManifest:
     """Build (or finish) the top-k cache of ``teacher`` over ``data`` in ``out``; returns its manifest."""
-    from training.progress import progress as tqdm
+    from training.ops.progress import progress as tqdm
 
     out = Path(out)
     paths = [Path(p) for p in data]

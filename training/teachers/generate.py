@@ -127,7 +127,7 @@ def generate_completions(
     progress: bool = True,
 ) -> GenerateReport:
     """Append the teacher's completion of every not-yet-done prompt to ``out_path`` (see the module doc)."""
-    from training.progress import progress as tqdm
+    from training.ops.progress import progress as tqdm
 
     source = text_teacher(teacher)
     records = read_prompts(Path(prompts_path))

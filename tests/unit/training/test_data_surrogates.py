@@ -12,7 +12,7 @@ from pydantic import ValidationError
 from training.data import ExampleStream, QuarantineLog, StreamConfig
 from training.data.schema import Example
 from training.kd_config import KDConfig
-from training.queue_validate import validate_file
+from training.ops.queue_validate import validate_file
 from training.tokenizer import DistilleryTokenizer
 
 GOOD = [{"id": f"g{i}", "prompt": f"{i}+1=", "completion": str(i + 1)} for i in range(40)]

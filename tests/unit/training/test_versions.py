@@ -14,8 +14,8 @@ from training import versions
 from training.artifact import sha256_file
 from training.checkpoint import save_checkpoint
 from training.model import Student
-from training.runctl import RUN_CONFIG_FILE, write_json_atomic
-from training.structured_log import read_log
+from training.ops.run_control import RUN_CONFIG_FILE, write_json_atomic
+from training.ops.structured_log import read_log
 from training.versions import VersionError, VersionRefused, VersionStore, git_commit
 
 

@@ -1,6 +1,6 @@
 """Trainer hooks for run control and live status, and the CLI wiring ``training.distill_kd`` uses.
 
-* :class:`ProgressHook` feeds a :class:`~training.run_status.RunTracker` (step, loss, lr, epoch, throughput,
+* :class:`ProgressHook` feeds a :class:`~training.ops.run_status.RunTracker` (step, loss, lr, epoch, throughput,
   evaluations, checkpoints).
 * :class:`StatusServerHook` serves the tracker over HTTP (``/status``, ``/metrics``) while the run trains.
 * :class:`RunConfigHook` records the validated config in ``RUN_DIR/run_config.json``.
@@ -33,8 +33,7 @@ from typing import Any
 from pydantic import Field, field_validator
 
 from training.config_base import StrictModel
-from training.run_status import RunTracker, StatusServer
-from training.runctl import (
+from training.ops.run_control import (
     CONTROL_FILE,
     RUN_CONFIG_FILE,
     RUN_STATE_FILE,
@@ -44,7 +43,8 @@ from training.runctl import (
     read_json,
     write_json_atomic,
 )
-from training.structured_log import StructuredLogger
+from training.ops.run_status import RunTracker, StatusServer
+from training.ops.structured_log import StructuredLogger
 from training.trainer import KDTrainer, TrainerHook, TrainResult
 
 

@@ -13,7 +13,7 @@
     runs/NAME/attempt-K/  the training run of each attempt (checkpoints, logs, student)
     quarantine/       bad records found while validating each file (NAME.quarantine.jsonl)
     logs/queue.jsonl  the daemon's structured log
-    journal.json      the daemon's state (see :mod:`training.queue_journal`)
+    journal.json      the daemon's state (see :mod:`training.ops.queue_journal`)
     base.yaml         the base training config when ``serve`` is not given ``--config``
 
 A file's priority, first match wins: a sidecar ``inbox/NAME.priority`` holding ``high``, ``normal`` or

@@ -12,9 +12,10 @@ import torch
 import yaml
 
 from training import queue as queue_cli
-from training.queue_daemon import DaemonOptions, QueueDaemon, QueueError
-from training.queue_journal import InProgress, load_journal, save_journal
-from training.queue_layout import QueueLayout, submit
+from training.ops.queue_daemon import DaemonOptions, QueueDaemon, QueueError
+from training.ops.queue_journal import InProgress, load_journal, save_journal
+from training.ops.queue_layout import QueueLayout, submit
+from training.ops.queue_status import daemon_pid
 from training.tasks import get_task
 from training.tokenizer import DistilleryTokenizer
 from training.toy_data import write_jsonl
@@ -193,7 +194,7 @@ def test_only_one_daemon_serves_a_queue(tmp_path: Path, base: Path) -> None:
     with first._exclusive():
         with pytest.raises(QueueError, match="another daemon"):
             _daemon(queue, base).serve()
-        assert queue_cli.daemon_pid(QueueLayout(queue)) is not None
+        assert daemon_pid(QueueLayout(queue)) is not None
 
 
 def test_unsupported_files_and_bad_sidecars_are_refused(tmp_path: Path, base: Path) -> None:

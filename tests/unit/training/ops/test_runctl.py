@@ -18,7 +18,8 @@ from typing import Any
 import pytest
 
 from training import runctl
-from training.run_hooks import (
+from training.ops import run_control
+from training.ops.run_hooks import (
     ProgressHook,
     RunConfigHook,
     RunControlHook,
@@ -26,14 +27,14 @@ from training.run_hooks import (
     add_run_control_args,
     hooks_from_args,
 )
-from training.run_status import RunTracker
-from training.structured_log import read_log
+from training.ops.run_status import RunTracker
+from training.ops.structured_log import read_log
 
 
 def _state(run_dir: Path, **fields: Any) -> None:
     data = {"pid": os.getpid(), "run_id": "abc123", "state": "running", "step": 3,
-            "pid_start_ticks": runctl.process_start_ticks(os.getpid()), **fields}
-    runctl.write_json_atomic(run_dir / runctl.RUN_STATE_FILE, data)
+            "pid_start_ticks": run_control.process_start_ticks(os.getpid()), **fields}
+    run_control.write_json_atomic(run_dir / run_control.RUN_STATE_FILE, data)
 
 
 def _dead_pid() -> int:
@@ -87,48 +88,48 @@ def control(tmp_path: Path):
 
 
 def _command(run_dir: Path, command: str, seq: int) -> None:
-    runctl.write_json_atomic(run_dir / runctl.CONTROL_FILE,
+    run_control.write_json_atomic(run_dir / run_control.CONTROL_FILE,
                              {"command": command, "seq": seq, "issued_at": time.time()})
 
 
 # ---- protocol ----------------------------------------------------------------------------------------
 def test_write_json_atomic_round_trips_and_leaves_no_temporary(tmp_path: Path) -> None:
-    runctl.write_json_atomic(tmp_path / "a.json", {"x": 1})
-    runctl.write_json_atomic(tmp_path / "a.json", {"x": 2})
-    assert runctl.read_json(tmp_path / "a.json") == {"x": 2}
+    run_control.write_json_atomic(tmp_path / "a.json", {"x": 1})
+    run_control.write_json_atomic(tmp_path / "a.json", {"x": 2})
+    assert run_control.read_json(tmp_path / "a.json") == {"x": 2}
     assert sorted(p.name for p in tmp_path.iterdir()) == ["a.json"]
     (tmp_path / "b.json").write_text("[1, 2]")
-    assert runctl.read_json(tmp_path / "b.json") is None
-    assert runctl.read_json(tmp_path / "missing.json") is None
+    assert run_control.read_json(tmp_path / "b.json") is None
+    assert run_control.read_json(tmp_path / "missing.json") is None
 
 
 def test_pid_alive_tells_live_dead_and_reused_pids() -> None:
-    ticks = runctl.process_start_ticks(os.getpid())
+    ticks = run_control.process_start_ticks(os.getpid())
     assert ticks is not None and ticks > 0
-    assert runctl.pid_alive(os.getpid(), ticks)
-    assert not runctl.pid_alive(os.getpid(), ticks + 1)  # same pid number, another process
-    assert not runctl.pid_alive(_dead_pid())
+    assert run_control.pid_alive(os.getpid(), ticks)
+    assert not run_control.pid_alive(os.getpid(), ticks + 1)  # same pid number, another process
+    assert not run_control.pid_alive(_dead_pid())
 
 
 def test_commands_are_refused_without_a_live_run(tmp_path: Path) -> None:
-    with pytest.raises(runctl.RunControlError, match="missing"):
-        runctl.issue_command(tmp_path, "pause")
+    with pytest.raises(run_control.RunControlError, match="missing"):
+        run_control.issue_command(tmp_path, "pause")
     _state(tmp_path, pid=_dead_pid(), pid_start_ticks=None)
-    with pytest.raises(runctl.RunControlError, match="not running"):
-        runctl.issue_command(tmp_path, "pause")
+    with pytest.raises(run_control.RunControlError, match="not running"):
+        run_control.issue_command(tmp_path, "pause")
     _state(tmp_path, state="finished", result_status="completed")
-    with pytest.raises(runctl.RunControlError, match="finished"):
-        runctl.issue_command(tmp_path, "stop")
-    assert not (tmp_path / runctl.CONTROL_FILE).exists()
+    with pytest.raises(run_control.RunControlError, match="finished"):
+        run_control.issue_command(tmp_path, "stop")
+    assert not (tmp_path / run_control.CONTROL_FILE).exists()
 
 
 def test_issue_command_numbers_commands_after_both_files(tmp_path: Path) -> None:
     _state(tmp_path, control_seq=7)
-    first = runctl.issue_command(tmp_path, "pause", reason="look at the loss")
+    first = run_control.issue_command(tmp_path, "pause", reason="look at the loss")
     assert first.seq == 8
-    second = runctl.issue_command(tmp_path, "resume")
+    second = run_control.issue_command(tmp_path, "resume")
     assert second.seq == 9
-    stored = runctl.read_control(tmp_path)
+    stored = run_control.read_control(tmp_path)
     assert stored is not None and stored.command == "resume" and stored.seq == 9
     logged = read_log(tmp_path / "logs" / "control.jsonl")
     assert [r["command"] for r in logged] == ["pause", "resume"]
@@ -136,18 +137,18 @@ def test_issue_command_numbers_commands_after_both_files(tmp_path: Path) -> None
 
 
 def test_read_control_rejects_a_malformed_file(tmp_path: Path) -> None:
-    (tmp_path / runctl.CONTROL_FILE).write_text(json.dumps({"command": "explode", "seq": 1, "issued_at": 0}))
-    with pytest.raises(runctl.RunControlError, match="not a valid control command"):
-        runctl.read_control(tmp_path)
+    (tmp_path / run_control.CONTROL_FILE).write_text(json.dumps({"command": "explode", "seq": 1, "issued_at": 0}))
+    with pytest.raises(run_control.RunControlError, match="not a valid control command"):
+        run_control.read_control(tmp_path)
 
 
 def test_send_signal_toggles_only_when_needed_and_stops_with_sigterm(tmp_path: Path) -> None:
     child = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
     try:
-        _state(tmp_path, pid=child.pid, pid_start_ticks=runctl.process_start_ticks(child.pid), state="paused")
-        assert runctl.send_signal(tmp_path, "pause") is None  # already paused: nothing sent
+        _state(tmp_path, pid=child.pid, pid_start_ticks=run_control.process_start_ticks(child.pid), state="paused")
+        assert run_control.send_signal(tmp_path, "pause") is None  # already paused: nothing sent
         assert child.poll() is None
-        assert runctl.send_signal(tmp_path, "stop") == signal.SIGTERM
+        assert run_control.send_signal(tmp_path, "stop") == signal.SIGTERM
         assert child.wait(timeout=10) == -signal.SIGTERM
     finally:
         if child.poll() is None:
@@ -155,9 +156,9 @@ def test_send_signal_toggles_only_when_needed_and_stops_with_sigterm(tmp_path: P
             child.wait()
     other = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
     try:
-        ticks = runctl.process_start_ticks(other.pid)
+        ticks = run_control.process_start_ticks(other.pid)
         _state(tmp_path, pid=other.pid, pid_start_ticks=ticks, state="running")
-        assert runctl.send_signal(tmp_path, "pause") == signal.SIGUSR1
+        assert run_control.send_signal(tmp_path, "pause") == signal.SIGUSR1
         assert other.wait(timeout=10) == -signal.SIGUSR1  # no handler in the child: the default ends it
     finally:
         if other.poll() is None:
@@ -174,11 +175,11 @@ def test_wait_for_sees_the_state_change_and_times_out(tmp_path: Path) -> None:
 
     thread = threading.Thread(target=later)
     thread.start()
-    state = runctl.wait_for(tmp_path, "pause", seq=1, timeout=10)
+    state = run_control.wait_for(tmp_path, "pause", seq=1, timeout=10)
     thread.join()
     assert state.state == "paused" and state.control_seq == 1
-    with pytest.raises(runctl.RunControlError, match="did not become running"):
-        runctl.wait_for(tmp_path, "resume", seq=2, timeout=0.2)
+    with pytest.raises(run_control.RunControlError, match="did not become running"):
+        run_control.wait_for(tmp_path, "resume", seq=2, timeout=0.2)
 
 
 def test_cli_status_and_exit_codes(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
@@ -201,11 +202,11 @@ def test_cli_status_and_exit_codes(tmp_path: Path, capsys: pytest.CaptureFixture
 def test_hook_writes_run_state_with_pid_and_progress(control: SimpleNamespace) -> None:
     control.step()
     control.step()
-    state = runctl.read_run_state(control.dir)
+    state = run_control.read_run_state(control.dir)
     assert state is not None
     assert state.pid == os.getpid() and state.run_id == "feedbeef0001" and state.state == "running"
     assert state.step == 2 and state.max_steps == 10
-    assert state.pid_start_ticks == runctl.process_start_ticks(os.getpid())
+    assert state.pid_start_ticks == run_control.process_start_ticks(os.getpid())
 
 
 def test_pause_blocks_the_step_until_resume(control: SimpleNamespace) -> None:
@@ -214,7 +215,7 @@ def test_pause_blocks_the_step_until_resume(control: SimpleNamespace) -> None:
     worker = threading.Thread(target=control.step)
     worker.start()
     deadline = time.monotonic() + 10
-    while (state := runctl.read_run_state(control.dir)) is None or state.state != "paused":
+    while (state := run_control.read_run_state(control.dir)) is None or state.state != "paused":
         assert time.monotonic() < deadline, "never paused"
         time.sleep(0.01)
     time.sleep(0.3)
@@ -223,7 +224,7 @@ def test_pause_blocks_the_step_until_resume(control: SimpleNamespace) -> None:
     _command(control.dir, "resume", 2)
     worker.join(timeout=10)
     assert not worker.is_alive()
-    state = runctl.read_run_state(control.dir)
+    state = run_control.read_run_state(control.dir)
     assert state is not None and state.state == "running" and state.control_seq == 2
     events = [r["event"] for r in read_log(control.dir / "logs" / "control.jsonl")]
     assert events.index("paused") < events.index("resumed")
@@ -233,7 +234,7 @@ def test_stop_command_requests_a_checkpointed_stop(control: SimpleNamespace) -> 
     _command(control.dir, "stop", 1)
     control.step()
     assert control.trainer.stop_reasons == ["runctl stop (seq 1)"]
-    state = runctl.read_run_state(control.dir)
+    state = run_control.read_run_state(control.dir)
     assert state is not None and state.state == "stopping"
 
 
@@ -294,7 +295,7 @@ def test_sigterm_while_paused_reaches_the_trainer_handler(control: SimpleNamespa
     control.step()
     timer.join()
     assert received == [signal.SIGTERM]
-    state = runctl.read_run_state(control.dir)
+    state = run_control.read_run_state(control.dir)
     assert state is not None and state.state == "stopping"
 
 
@@ -307,7 +308,7 @@ def test_close_records_the_end_and_restores_sigusr1(tmp_path: Path) -> None:
     hook.close("error")
     hook.close("completed")  # idempotent: the first status stays
     assert signal.getsignal(signal.SIGUSR1) == before
-    state = runctl.read_run_state(tmp_path)
+    state = run_control.read_run_state(tmp_path)
     assert state is not None and state.state == "finished" and state.result_status == "error"
 
 
@@ -316,7 +317,7 @@ def test_run_config_hook_records_the_config(tmp_path: Path) -> None:
     trainer.cfg = SimpleNamespace(model_dump=lambda mode: {"out_dir": str(tmp_path)},
                                   fingerprint=lambda: "f" * 64)
     RunConfigHook(tmp_path).on_train_start(trainer)  # type: ignore[arg-type]
-    saved = runctl.read_json(tmp_path / runctl.RUN_CONFIG_FILE)
+    saved = run_control.read_json(tmp_path / run_control.RUN_CONFIG_FILE)
     assert saved is not None
     assert saved["config"] == {"out_dir": str(tmp_path)} and saved["fingerprint"] == "f" * 64
     assert saved["cwd"] == os.getcwd() and saved["run_id"] == "feedbeef0001"
@@ -352,7 +353,7 @@ def test_bad_run_control_flags_are_usage_errors(argv: list[str]) -> None:
 def test_structured_log_lines_carry_the_run_id_and_refuse_reserved_keys(tmp_path: Path) -> None:
     import io
 
-    from training.structured_log import StructuredLogger, format_record
+    from training.ops.structured_log import StructuredLogger, format_record
 
     stream = io.StringIO()
     log = StructuredLogger("runctl", "r1", tmp_path / "logs" / "x.jsonl", stream)

@@ -14,9 +14,9 @@ import prometheus_client
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from training import run_status
-from training.run_hooks import ProgressHook, StatusServerHook
-from training.run_status import RunTracker, StatusServer, build_registry, gpu_memory, process_memory
+from training.ops import run_status
+from training.ops.run_hooks import ProgressHook, StatusServerHook
+from training.ops.run_status import RunTracker, StatusServer, build_registry, gpu_memory, process_memory
 
 
 def _vm(field: str) -> int:

@@ -9,9 +9,9 @@ from pathlib import Path
 
 import pytest
 
-from training.progress import INTERVAL_ENV, LOG_INTERVAL_S, is_terminal, log_interval, progress
+from training.ops.progress import INTERVAL_ENV, LOG_INTERVAL_S, is_terminal, log_interval, progress
 
-REPO = Path(__file__).resolve().parents[3]
+REPO = Path(__file__).resolve().parents[4]
 
 
 class _Terminal(io.StringIO):
@@ -71,5 +71,5 @@ def test_every_progress_bar_goes_through_the_helper() -> None:
     """No module imports tqdm itself (a bar built directly would flood logs again)."""
     found = subprocess.run(["grep", "-rnE", r"^\s*(from tqdm|import tqdm)", "training", "conversion", "arbiter",
                             "scripts", "--include=*.py"], cwd=REPO, capture_output=True, text=True, check=False)
-    offenders = [line for line in found.stdout.splitlines() if not line.startswith("training/progress.py:")]
+    offenders = [line for line in found.stdout.splitlines() if not line.startswith("training/ops/progress.py:")]
     assert offenders == []

@@ -10,8 +10,8 @@ import pytest
 
 from training.data.reader import JSONL_SUFFIXES, PARQUET_SUFFIXES
 from training.kd_config import KDConfig
-from training.queue_journal import InProgress, Journal, load_journal, save_journal
-from training.queue_layout import (
+from training.ops.queue_journal import InProgress, Journal, load_journal, save_journal
+from training.ops.queue_layout import (
     DATA_SUFFIXES,
     QueueLayout,
     data_files,
@@ -21,7 +21,7 @@ from training.queue_layout import (
     priority_from_name,
     submit,
 )
-from training.queue_validate import validate_file
+from training.ops.queue_validate import validate_file
 from training.tasks import get_task
 from training.tokenizer import DistilleryTokenizer
 from training.toy_data import write_jsonl

@@ -19,8 +19,8 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from training.queue_layout import Priority
-from training.runctl import read_json, write_json_atomic
+from training.ops.queue_layout import Priority
+from training.ops.run_control import read_json, write_json_atomic
 
 JOURNAL_FORMAT = "distillery-queue-journal"
 

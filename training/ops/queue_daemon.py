@@ -37,8 +37,8 @@ from pydantic import Field, ValidationError
 
 from training.config_base import StrictModel
 from training.kd_config import ConfigFileError, KDConfig
-from training.queue_journal import InProgress, Journal, load_journal, save_journal
-from training.queue_layout import (
+from training.ops.queue_journal import InProgress, Journal, load_journal, save_journal
+from training.ops.queue_layout import (
     PRIORITIES,
     REASON_SUFFIX,
     RESULT_SUFFIX,
@@ -51,10 +51,10 @@ from training.queue_layout import (
     move,
     sidecar_of,
 )
-from training.queue_validate import validate_file
-from training.run_hooks import RunControlHook, RunControlOptions, hooks_from_options
-from training.runctl import read_json, write_json_atomic
-from training.structured_log import StructuredLogger, new_run_id
+from training.ops.queue_validate import validate_file
+from training.ops.run_control import read_json, write_json_atomic
+from training.ops.run_hooks import RunControlHook, RunControlOptions, hooks_from_options
+from training.ops.structured_log import StructuredLogger, new_run_id
 from training.tokenizer import DistilleryTokenizer
 from training.trainer import KDTrainer, TrainerHook
 
