@@ -216,11 +216,14 @@ def make_setup(root: Path, vocab: int, seq: int, batch: int, steps: int, real: b
         PreTrainedTokenizerFast(tokenizer_file=str(tok_dir / "tokenizer.json"), pad_token="<pad>"
                                 if "<pad>" in tok._tok.get_vocab() else None).save_pretrained(hf_teacher)
     train = root / "train.jsonl"
+    ids_path = root / "ids.pt"
+    if ids_path.exists() and torch.load(ids_path).shape[0] < batch * steps:  # made for fewer steps: redo both
+        ids_path.unlink()
+        train.unlink(missing_ok=True)
     if not train.exists():
         with train.open("w") as fh:
             for i, text in enumerate(texts):
                 fh.write(json.dumps({"id": str(i), "prompt": "", "completion": text}) + "\n")
-    ids_path = root / "ids.pt"
     if not ids_path.exists():
         rows = [tok.encode(t, add_bos=True)[:seq] for t in texts[: batch * steps]]
         assert all(len(r) == seq for r in rows), "texts shorter than T tokens"
