@@ -25,12 +25,12 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from training.data import ExampleStream, StreamConfig  # noqa: E402
+from training.data.toy_data import write_jsonl  # noqa: E402
 from training.losses import cross_entropy  # noqa: E402
 from training.model import Student  # noqa: E402
 from training.model_config import ModelConfig  # noqa: E402
 from training.tasks import get_task  # noqa: E402
 from training.tokenizer import DistilleryTokenizer  # noqa: E402
-from training.toy_data import write_jsonl  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "benches" / "results" / "packing.md"

@@ -35,6 +35,7 @@ import numpy as np
 import torch
 
 from training.data import collate, encode_example
+from training.data.toy_data import write_jsonl
 from training.kd_config import KDConfig
 from training.losses import forward_kl, sparse_topk_kl
 from training.tasks import get_task
@@ -43,7 +44,6 @@ from training.teachers.cache_teacher import CacheTeacher
 from training.teachers.checkpoint_teacher import CheckpointTeacher
 from training.teachers.topk_storage import TopKEncoding
 from training.tokenizer import DistilleryTokenizer
-from training.toy_data import write_jsonl
 from training.trainer import KDTrainer
 
 REPO = Path(__file__).resolve().parents[1]

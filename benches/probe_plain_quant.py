@@ -13,10 +13,10 @@ from pathlib import Path
 
 import torch
 
+from training.data.toy_data import task_examples
 from training.model import Student
 from training.reasoning_pipeline import evaluate_text_student
 from training.tokenizer import DistilleryTokenizer
-from training.toy_data import task_examples
 
 
 def fake_quantize_weights(model: Student, qmax: int, per_tensor: bool) -> Student:

@@ -7,12 +7,12 @@ from typing import Any
 
 import torch
 
+from training.data.toy_data import write_jsonl
 from training.kd_config import KDConfig
 from training.model import Student
 from training.model_config import ModelConfig
 from training.tasks import get_task
 from training.tokenizer import DistilleryTokenizer
-from training.toy_data import write_jsonl
 
 
 def make_tiny_setup(root: Path, n_train: int = 96, n_val: int = 16, teacher: bool = True) -> dict[str, Path]:

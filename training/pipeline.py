@@ -4,7 +4,7 @@
 
 1. loads the bundled teacher (``assets/teacher``, manifest verified) and its tokenizer;
 2. generates data: a small labeled training set, a larger set of unlabeled prompts, and held-out
-   validation and test prompts (never seen by the teacher either, see :mod:`training.toy_data`);
+   validation and test prompts (never seen by the teacher either, see :mod:`training.data.toy_data`);
 3. has the teacher write completions for the unlabeled prompts (sequence-level KD data);
 4. distills a student: token-level KD (teacher logits) + CE on labeled and teacher-written data;
 5. trains the same student shape from scratch (CE on the labeled data) for the same number of steps;
@@ -28,12 +28,12 @@ from pydantic import Field, ValidationError
 
 from conversion.coreml_report import ConversionStatus
 from training.config_base import StrictModel, read_yaml_mapping, validation_problems
+from training.data.toy_data import task_examples, write_jsonl
 from training.data_adapter import eval_batches
 from training.evaluation import evaluate_loss, evaluate_task, generate_completions
 from training.kd_config import ConfigFileError, KDConfig
 from training.model import Student
 from training.teachers.checkpoint_teacher import CheckpointTeacher
-from training.toy_data import task_examples, write_jsonl
 from training.trainer import KDTrainer
 from training.user_errors import user_error_exit
 

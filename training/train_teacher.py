@@ -1,7 +1,7 @@
 """Train the bundled teacher: ``python -m training.train_teacher --config configs/teacher.yaml --out assets/teacher``.
 
 Steps: train the shared byte-level BPE tokenizer on task samples, generate training data from the bundled
-tasks (held-out prompts excluded, see :mod:`training.toy_data`), train a Llama-architecture model with
+tasks (held-out prompts excluded, see :mod:`training.data.toy_data`), train a Llama-architecture model with
 cross-entropy (the KD trainer without a teacher), and write the artifact with its model card.
 """
 
@@ -19,10 +19,10 @@ import yaml
 from pydantic import Field
 
 from training.config_base import StrictModel
+from training.data.toy_data import task_examples, write_jsonl
 from training.kd_config import KDConfig
 from training.tasks import get_task
 from training.tokenizer import DistilleryTokenizer
-from training.toy_data import task_examples, write_jsonl
 from training.trainer import KDTrainer
 from training.user_errors import user_error_exit
 

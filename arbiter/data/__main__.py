@@ -1,7 +1,7 @@
 """Command line: ``python -m arbiter.data --n N --out DIR`` writes prompt-disjoint preference pairs.
 
 DIR receives ``train.jsonl``, ``val.jsonl`` and ``test.jsonl`` (one :class:`arbiter.data.PreferencePair`
-a line) for the bundled arithmetic task; test prompts are held out (:func:`training.toy_data.is_heldout`).
+a line) for the bundled arithmetic task; test prompts are held out (:func:`training.data.toy_data.is_heldout`).
 """
 
 from __future__ import annotations

@@ -13,7 +13,7 @@ Every pair holds two responses to one prompt; their labels and the winner come f
 * ``tie_wrong``: two different corruptions whose first wrong step is the same (equally wrong).
 
 Sides are shuffled. Splits are prompt-disjoint; the test split uses held-out prompts only
-(:func:`training.toy_data.is_heldout`), train and val never do.
+(:func:`training.data.toy_data.is_heldout`), train and val never do.
 """
 
 from __future__ import annotations
@@ -24,10 +24,10 @@ from typing import Any
 
 from arbiter.data.rubric import clause_labels, preferred, step_labels
 from arbiter.data.schema import PreferencePair
+from training.data.toy_data import task_examples
 from training.tasks import arithmetic
 from training.tasks.arithmetic_solver import parse_prompt, ready_ops, reduce
 from training.tasks.markup import format_completion
-from training.toy_data import task_examples
 
 PAIR_KINDS: tuple[str, ...] = (
     "correct_vs_corrupt", "correct_vs_malformed", "malformed_vs_corrupt", "tie_correct", "tie_wrong",

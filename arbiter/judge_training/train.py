@@ -155,7 +155,7 @@ def train_judge(cfg: JudgeTrainConfig) -> dict[str, Any]:
         "step_auroc": test["step_auroc"],
         "three_way_accuracy": test["three_way_accuracy"],
         "clause_f1_per_clause": test["clause_f1_per_clause"],
-        "test_set": "held-out prompts (training.toy_data.is_heldout)" if cfg.data.dir is None
+        "test_set": "held-out prompts (training.data.toy_data.is_heldout)" if cfg.data.dir is None
         else str(cfg.data.dir / "test.jsonl"),
         "counts": {name: len(pairs) for name, pairs in encoded.items()},
         "test_counts": {k: test[k] for k in ("num_pairs", "num_non_tie_pairs", "num_steps")},

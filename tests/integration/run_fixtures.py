@@ -19,9 +19,9 @@ from typing import Any
 
 import yaml
 
+from training.data.toy_data import write_jsonl
 from training.tasks import get_task
 from training.tokenizer import DistilleryTokenizer
-from training.toy_data import write_jsonl
 
 REPO = Path(__file__).resolve().parents[2]
 

@@ -20,7 +20,7 @@ import torch
 from arbiter.data import read_pairs
 from arbiter.judge import Judge, step_weights, win_rate
 from arbiter.judge_training.train import main
-from training.toy_data import is_heldout
+from training.data.toy_data import is_heldout
 
 CONFIG = """
 seed: 0

@@ -22,8 +22,8 @@ from arbiter.data.generate import (
 )
 from arbiter.data.rubric import clause_labels, preferred, quality, step_labels
 from arbiter.data.schema import read_pairs
+from training.data.toy_data import is_heldout
 from training.tasks import arithmetic
-from training.toy_data import is_heldout
 
 
 @pytest.fixture(scope="module")

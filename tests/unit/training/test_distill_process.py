@@ -17,6 +17,7 @@ from kd_helpers import make_tiny_setup, tiny_config
 from safetensors.torch import load_file
 
 from training.artifact import verify_manifest
+from training.data.toy_data import write_jsonl
 from training.distill_process import (
     ProcessConfig,
     ProcessTrainer,
@@ -32,7 +33,6 @@ from training.losses import KDLossWeights
 from training.process_losses import process_loss, process_token_weights
 from training.step_data import KIND_STEP, mix_corrupted
 from training.tasks import get_task
-from training.toy_data import write_jsonl
 
 REPO = Path(__file__).resolve().parents[3]
 

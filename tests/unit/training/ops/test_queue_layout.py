@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 
 from training.data.reader import JSONL_SUFFIXES, PARQUET_SUFFIXES
+from training.data.toy_data import write_jsonl
 from training.kd_config import KDConfig
 from training.ops.queue_journal import InProgress, Journal, load_journal, save_journal
 from training.ops.queue_layout import (
@@ -24,7 +25,6 @@ from training.ops.queue_layout import (
 from training.ops.queue_validate import validate_file
 from training.tasks import get_task
 from training.tokenizer import DistilleryTokenizer
-from training.toy_data import write_jsonl
 
 
 def test_data_suffixes_match_the_reader() -> None:

@@ -12,13 +12,13 @@ import torch
 import yaml
 
 from training import queue as queue_cli
+from training.data.toy_data import write_jsonl
 from training.ops.queue_daemon import DaemonOptions, QueueDaemon, QueueError
 from training.ops.queue_journal import InProgress, load_journal, save_journal
 from training.ops.queue_layout import QueueLayout, submit
 from training.ops.queue_status import daemon_pid
 from training.tasks import get_task
 from training.tokenizer import DistilleryTokenizer
-from training.toy_data import write_jsonl
 
 
 @pytest.fixture(autouse=True)
