@@ -46,6 +46,7 @@ import torch
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from training.data.toy_data import task_examples, write_jsonl
 from training.data_adapter import eval_batches
 from training.evaluation import evaluate_loss
 from training.generation import generate, left_pad
@@ -75,7 +76,6 @@ from training.step_data import mix_corrupted
 from training.tasks import get_task
 from training.tasks.markup import format_completion
 from training.tokenizer import DistilleryTokenizer
-from training.toy_data import task_examples, write_jsonl
 from training.trainer import KDTrainer
 
 STUDENTS = ("no_cot", "cot", "latent", "cot_corrupted", "process", "process_judge")
