@@ -36,7 +36,8 @@ import torch
 
 from training.data import collate, encode_example
 from training.data.toy_data import write_jsonl
-from training.kd_config import KDConfig
+from training.kd.config import KDConfig
+from training.kd.trainer import KDTrainer
 from training.losses import forward_kl, sparse_topk_kl
 from training.tasks import get_task
 from training.teachers.cache_builder import CacheSettings, build_topk_cache
@@ -44,7 +45,6 @@ from training.teachers.cache_teacher import CacheTeacher
 from training.teachers.checkpoint_teacher import CheckpointTeacher
 from training.teachers.topk_storage import TopKEncoding
 from training.tokenizer import DistilleryTokenizer
-from training.trainer import KDTrainer
 
 REPO = Path(__file__).resolve().parents[1]
 DEFAULT_OUT = REPO / "benches" / "results" / "topk_cache.md"

@@ -46,12 +46,12 @@ class ConfigDoc:
 
 
 CONFIGS: tuple[ConfigDoc, ...] = (
-    ConfigDoc("KD training run", "training.kd_config:KDConfig",
+    ConfigDoc("KD training run", "training.kd.config:KDConfig",
               "`python -m training.distill_kd --config FILE.yaml [key.path=value ...]` (e.g. `configs/toy_kd.yaml`, "
               "`configs/student_from_teacher.yaml`)"),
     ConfigDoc("Process-supervised distillation", "training.distill_process:ProcessConfig",
               "`python -m training.distill_process --config configs/process.yaml [key.path=value ...]`",
-              base="training.kd_config:KDConfig"),
+              base="training.kd.config:KDConfig"),
     ConfigDoc("Bundled pipeline (`make distill`)", "training.pipeline:PipelineConfig",
               "`python -m training.pipeline --config configs/toy.yaml`"),
     ConfigDoc("LLM distillation pipeline (`make distill-smollm2`)", "training.llm_pipeline:LLMPipelineConfig",

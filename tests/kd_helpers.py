@@ -8,7 +8,7 @@ from typing import Any
 import torch
 
 from training.data.toy_data import write_jsonl
-from training.kd_config import KDConfig
+from training.kd.config import KDConfig
 from training.model import Student
 from training.model_config import ModelConfig
 from training.tasks import get_task

@@ -38,7 +38,7 @@ import torch.nn.functional as F
 
 from training.artifact import ArtifactError
 from training.data import IGNORE_INDEX, QuarantineLog, collate, encode_example, read_examples
-from training.evaluation import generate_completions
+from training.kd.evaluation import generate_completions
 from training.model import Student
 from training.ops.structured_log import StructuredLogger, new_run_id
 from training.tokenizer import DistilleryTokenizer

@@ -13,9 +13,9 @@ import json
 import sys
 from collections.abc import Callable
 
-from training.kd_config import load_config
+from training.kd.config import load_config
+from training.kd.trainer import KDTrainer, TrainingDiverged, TrainResult
 from training.ops.run_hooks import add_run_control_args, hooks_from_args
-from training.trainer import KDTrainer, TrainingDiverged, TrainResult
 from training.user_errors import report_user_errors
 
 

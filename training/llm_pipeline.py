@@ -39,10 +39,11 @@ import torch
 from pydantic import Field
 
 from training.config_base import StrictModel, read_yaml_mapping, validate_config
-from training.data_adapter import eval_batches
-from training.evaluation import evaluate_loss
 from training.generation import generate, left_pad
-from training.kd_config import KDConfig
+from training.kd.config import KDConfig
+from training.kd.data_adapter import eval_batches
+from training.kd.evaluation import evaluate_loss
+from training.kd.trainer import KDTrainer
 from training.model import Student
 from training.ops.progress import progress
 from training.pipeline import run_export
@@ -58,7 +59,6 @@ from training.student_init import select_layers
 from training.teachers.cache_builder import CacheSettings, build_topk_cache
 from training.teachers.checkpoint_teacher import CheckpointTeacher
 from training.tokenizer import DistilleryTokenizer
-from training.trainer import KDTrainer
 from training.user_errors import user_error_exit
 
 STUDENTS = ("kd", "ce_only", "scratch")

@@ -29,12 +29,12 @@ from pydantic import Field, ValidationError
 from conversion.coreml_report import ConversionStatus
 from training.config_base import StrictModel, read_yaml_mapping, validation_problems
 from training.data.toy_data import task_examples, write_jsonl
-from training.data_adapter import eval_batches
-from training.evaluation import evaluate_loss, evaluate_task, generate_completions
-from training.kd_config import ConfigFileError, KDConfig
+from training.kd.config import ConfigFileError, KDConfig
+from training.kd.data_adapter import eval_batches
+from training.kd.evaluation import evaluate_loss, evaluate_task, generate_completions
+from training.kd.trainer import KDTrainer
 from training.model import Student
 from training.teachers.checkpoint_teacher import CheckpointTeacher
-from training.trainer import KDTrainer
 from training.user_errors import user_error_exit
 
 

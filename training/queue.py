@@ -58,7 +58,7 @@ def build_parser() -> argparse.ArgumentParser:
 def _serve(args: argparse.Namespace) -> int:
     from pydantic import ValidationError
 
-    from training.kd_config import ConfigFileError
+    from training.kd.config import ConfigFileError
     from training.ops.queue_daemon import DaemonOptions, QueueDaemon, QueueError
 
     try:

@@ -20,10 +20,10 @@ from pydantic import Field
 
 from training.config_base import StrictModel
 from training.data.toy_data import task_examples, write_jsonl
-from training.kd_config import KDConfig
+from training.kd.config import KDConfig
+from training.kd.trainer import KDTrainer
 from training.tasks import get_task
 from training.tokenizer import DistilleryTokenizer
-from training.trainer import KDTrainer
 from training.user_errors import user_error_exit
 
 

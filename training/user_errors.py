@@ -42,7 +42,7 @@ _REGISTERED: set[str] = {
     "training.data.errors.DataError",
     "training.artifact.ArtifactError",
     "training.model_config.ConfigError",
-    "training.trainer.ResumeMismatchError",
+    "training.kd.trainer.ResumeMismatchError",
     "training.tokenizer.TokenizerMismatchError",
     "training.teachers.base.VocabularyMismatchError",
     "training.teachers.spec.TeacherSpecError",

@@ -56,7 +56,7 @@ from training.artifact import (
     verify_manifest,
     write_artifact,
 )
-from training.checkpoint import list_checkpoints
+from training.kd.checkpoint import list_checkpoints
 from training.ops.run_control import RUN_CONFIG_FILE, RUN_STATE_FILE, read_json, write_json_atomic
 from training.ops.structured_log import StructuredLogger, new_run_id
 from training.user_errors import user_error_exit
@@ -156,7 +156,7 @@ def data_fingerprint(train: list[Path], val: list[Path]) -> dict[str, Any]:
 def _run_config(run_dir: Path, config_file: Path | None) -> tuple[dict[str, Any] | None, str | None, Path]:
     """(config as a dict, its fingerprint, the directory relative data paths are resolved against)."""
     if config_file is not None:
-        from training.kd_config import ConfigFileError, load_config
+        from training.kd.config import ConfigFileError, load_config
 
         try:
             cfg = load_config(config_file)

@@ -89,7 +89,7 @@ class LossSection(FrozenStrictModel):
 
 
 class OptimSection(FrozenStrictModel):
-    """AdamW with linear warmup and cosine decay (:func:`training.schedule.warmup_cosine`)."""
+    """AdamW with linear warmup and cosine decay (:func:`training.kd.optim.warmup_cosine`)."""
 
     max_steps: int = Field(1500, ge=1, description="optimizer steps of the judge objective")
     batch_pairs: int = Field(32, ge=1, description="preference pairs per batch")

@@ -38,9 +38,9 @@ from arbiter.judge_training.encoding import EncodedInput
 from arbiter.judge_training.evaluate import batch_loss, evaluate, selection_value
 from arbiter.judge_training.model import JudgeModel
 from training.artifact import ArtifactError
+from training.kd.optim import warmup_cosine
 from training.model import Student
 from training.model_config import ModelConfig
-from training.schedule import warmup_cosine
 from training.tokenizer import DistilleryTokenizer
 
 SPLITS = ("train", "val", "test")

@@ -13,9 +13,9 @@ import torch
 
 from tests.gguf_helpers import CONVERSATION, TinyLlamaSpec, write_tiny_llama_gguf
 from training.distill_kd import load_config
+from training.kd.trainer import KDTrainer
 from training.model import Student
 from training.tokenizer import DistilleryTokenizer
-from training.trainer import KDTrainer
 
 transformers = pytest.importorskip("transformers")
 pytest.importorskip("gguf")

@@ -17,6 +17,7 @@ from kd_helpers import make_tiny_setup, tiny_config
 
 from training.artifact import UnverifiedArtifactWarning
 from training.data import Example, collate, encode_example, read_examples
+from training.kd.trainer import KDTrainer
 from training.model import Student
 from training.model_config import ModelConfig
 from training.teachers.base import VocabularyMismatchError, ensure_same_vocabulary
@@ -33,7 +34,6 @@ from training.teachers.local import GenerationParams
 from training.teachers.server import TeacherEngine, TeacherServer
 from training.teachers.teacher_tokenizer import ForeignTokenizer
 from training.tokenizer import DistilleryTokenizer
-from training.trainer import KDTrainer
 
 transformers = pytest.importorskip("transformers")
 

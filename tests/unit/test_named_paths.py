@@ -147,21 +147,21 @@ def test_readme_names_only_existing_paths() -> None:
 def test_path_pattern() -> None:
     text = (
         "Example: --config configs/toy_kd.yaml. See assets/teacher, benches/results/<name>.json, "
-        "`scripts/assess_readiness.py` and (training/kd_config.py); not runs/toy or myconfigs/x.yaml"
+        "`scripts/assess_readiness.py` and (training/kd/config.py); not runs/toy or myconfigs/x.yaml"
     )
     assert named_paths(text) == [
         "configs/toy_kd.yaml",
         "assets/teacher",
         "benches/results",
         "scripts/assess_readiness.py",
-        "training/kd_config.py",
+        "training/kd/config.py",
     ]
     assert missing(["configs/no_such.yaml", "configs/toy.yaml"]) == ["configs/no_such.yaml"]
 
 
 def test_toy_kd_config_is_the_pipelines_kd_student() -> None:
     """configs/toy_kd.yaml (named by distill_kd --help) is make distill's KD student run on its own."""
-    from training.kd_config import load_config
+    from training.kd.config import load_config
     from training.pipeline import load_pipeline_config, student_config
 
     standalone = load_config(REPO / "configs" / "toy_kd.yaml").model_dump()

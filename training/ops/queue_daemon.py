@@ -36,7 +36,8 @@ import yaml
 from pydantic import Field, ValidationError
 
 from training.config_base import StrictModel
-from training.kd_config import ConfigFileError, KDConfig
+from training.kd.config import ConfigFileError, KDConfig
+from training.kd.trainer import KDTrainer, TrainerHook
 from training.ops.queue_journal import InProgress, Journal, load_journal, save_journal
 from training.ops.queue_layout import (
     PRIORITIES,
@@ -56,7 +57,6 @@ from training.ops.run_control import read_json, write_json_atomic
 from training.ops.run_hooks import RunControlHook, RunControlOptions, hooks_from_options
 from training.ops.structured_log import StructuredLogger, new_run_id
 from training.tokenizer import DistilleryTokenizer
-from training.trainer import KDTrainer, TrainerHook
 
 ORPHAN_SIDECAR_SECONDS = 60.0
 

@@ -1,6 +1,6 @@
 """Validation of a data file before it enters the queue: schema, bad-record budget, lengths, enough rows.
 
-The same checks the trainer would run at start-up (:class:`training.data_adapter.TrainStream`), done
+The same checks the trainer would run at start-up (:class:`training.kd.data_adapter.TrainStream`), done
 once at admission so a bad file is refused with a reason instead of failing training later:
 
 1. every record parses as an :class:`~training.data.schema.Example` (``read_examples`` with a
@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from training.data import QuarantineLog, check_lengths, count_records, length_report
-from training.kd_config import KDConfig
+from training.kd.config import KDConfig
 from training.tokenizer import DistilleryTokenizer
 
 

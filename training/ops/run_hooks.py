@@ -33,6 +33,7 @@ from typing import Any
 from pydantic import Field, field_validator
 
 from training.config_base import StrictModel
+from training.kd.trainer import KDTrainer, TrainerHook, TrainResult
 from training.ops.run_control import (
     CONTROL_FILE,
     RUN_CONFIG_FILE,
@@ -45,7 +46,6 @@ from training.ops.run_control import (
 )
 from training.ops.run_status import RunTracker, StatusServer
 from training.ops.structured_log import StructuredLogger
-from training.trainer import KDTrainer, TrainerHook, TrainResult
 
 
 def _epoch_position(trainer: KDTrainer) -> tuple[int | None, int | None]:

@@ -1,7 +1,7 @@
 """Structured JSON-lines logs shared by run control, the status server, versions, the queue and compare.
 
 Every line is one JSON object with the same keys as the trainer's ``logs/train.jsonl``
-(:class:`training.trainer.JsonlLogger`): ``time`` (unix seconds), ``run_id``, ``event``, plus ``component``
+(:class:`training.kd.trainer.JsonlLogger`): ``time`` (unix seconds), ``run_id``, ``event``, plus ``component``
 (which tool wrote it) and ``level``, then the event's own fields. Keys are sorted, so lines diff cleanly.
 The run id is on every line: a tool acting on a training run uses that run's id, a tool with a session of
 its own (the queue daemon, a comparison) draws one with :func:`new_run_id`.

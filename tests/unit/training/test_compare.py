@@ -15,8 +15,8 @@ import torch
 from training import compare
 from training.compare import CompareError, compare_students, load_judge, to_markdown, verdict_score
 from training.data.toy_data import write_jsonl
-from training.data_adapter import eval_batches
-from training.evaluation import evaluate_loss, generate_completions
+from training.kd.data_adapter import eval_batches
+from training.kd.evaluation import evaluate_loss, generate_completions
 from training.model import Student
 from training.tasks import get_task
 from training.tokenizer import DistilleryTokenizer

@@ -28,7 +28,7 @@ from training.distill_process import (
     process_task_metrics,
     train_process_student,
 )
-from training.kd_config import ConfigFileError
+from training.kd.config import ConfigFileError
 from training.losses import KDLossWeights
 from training.process_losses import process_loss, process_token_weights
 from training.step_data import KIND_STEP, mix_corrupted

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from training.kd_config import KDConfig, StudentInitSection
+from training.kd.config import KDConfig, StudentInitSection
 from training.model import Student
 from training.model_config import ModelConfig
 from training.student_init import (
@@ -174,7 +174,7 @@ def test_config_refuses(extra: dict[str, object], match: str) -> None:
 
 def test_example_config_builds_a_two_layer_student_of_the_toy_teacher() -> None:
     """configs/student_from_teacher.yaml validates, and its student_init on assets/teacher gives layers 0 and 3."""
-    from training.kd_config import load_config
+    from training.kd.config import load_config
     from training.student_init import build_student_from_teacher
 
     repo = Path(__file__).resolve().parents[3]

@@ -12,7 +12,7 @@ import torch
 
 from training import versions
 from training.artifact import sha256_file
-from training.checkpoint import save_checkpoint
+from training.kd.checkpoint import save_checkpoint
 from training.model import Student
 from training.ops.run_control import RUN_CONFIG_FILE, write_json_atomic
 from training.ops.structured_log import read_log

@@ -11,7 +11,7 @@ from pydantic import ValidationError
 
 from training.data import ExampleStream, QuarantineLog, StreamConfig
 from training.data.schema import Example
-from training.kd_config import KDConfig
+from training.kd.config import KDConfig
 from training.ops.queue_validate import validate_file
 from training.tokenizer import DistilleryTokenizer
 

@@ -12,9 +12,9 @@ from hypothesis import strategies as st
 from kd_helpers import make_tiny_setup, tiny_config
 
 from training.data.unpack import Unpacked
+from training.kd.trainer import KDTrainer
 from training.model import Student, packed_position_ids
 from training.model_config import ModelConfig
-from training.trainer import KDTrainer
 
 CONFIG = ModelConfig(vocab_size=64, hidden_size=32, intermediate_size=64, num_hidden_layers=2,
                      num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=64)

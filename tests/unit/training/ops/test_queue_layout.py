@@ -10,7 +10,7 @@ import pytest
 
 from training.data.reader import JSONL_SUFFIXES, PARQUET_SUFFIXES
 from training.data.toy_data import write_jsonl
-from training.kd_config import KDConfig
+from training.kd.config import KDConfig
 from training.ops.queue_journal import InProgress, Journal, load_journal, save_journal
 from training.ops.queue_layout import (
     DATA_SUFFIXES,

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 from pydantic import ValidationError
 
-from training.kd_config import KDConfig
+from training.kd.config import KDConfig
 from training.teachers.base import VocabularyMismatchError, ensure_same_vocabulary
 from training.teachers.cache_builder import CacheSettings, build_topk_cache
 from training.teachers.cache_teacher import CacheTeacher

@@ -27,7 +27,8 @@ import torch
 from torch import Tensor
 
 from training.artifact import ArtifactError, verify_manifest
-from training.checkpoint import (
+from training.data.unpack import Unpacked
+from training.kd.checkpoint import (
     NonFiniteStateError,
     checkpoint_step,
     checkpoint_verifies,
@@ -36,9 +37,9 @@ from training.checkpoint import (
     remove_stale_run_temporaries,
     save_checkpoint,
 )
-from training.data.unpack import Unpacked
-from training.data_adapter import TrainStream, load_eval_examples, val_batches
-from training.distributed import (
+from training.kd.config import KDConfig
+from training.kd.data_adapter import TrainStream, load_eval_examples, val_batches
+from training.kd.distributed import (
     DistInfo,
     all_reduce_gradients_,
     all_reduce_sum_,
@@ -47,13 +48,12 @@ from training.distributed import (
     init_distributed,
     shard_batch,
 )
-from training.evaluation import evaluate_loss, evaluate_task
-from training.kd_config import KDConfig
+from training.kd.evaluation import evaluate_loss, evaluate_task
+from training.kd.optim import build_optimizer, warmup_cosine
 from training.losses import HiddenProjector, cross_entropy, hidden_state_loss, kd_divergence
 from training.losses.sparse_kd_ce import sparse_kd_ce_loss
 from training.model import Student
 from training.model_config import ModelConfig
-from training.schedule import warmup_cosine
 from training.teachers.base import TeacherTargets, ensure_same_vocabulary
 from training.teachers.factory import build_teacher
 from training.tokenizer import DistilleryTokenizer
@@ -113,25 +113,6 @@ def resolve_device(name: str) -> torch.device:
     if name == "cuda" and not torch.cuda.is_available():
         raise ValueError("device: cuda, but torch sees no CUDA device; use device: auto or cpu")
     return torch.device(name)
-
-
-def build_optimizer(model: Student, cfg: KDConfig) -> torch.optim.AdamW:
-    """AdamW; weight decay on matrices only (not norms, biases or embeddings)."""
-    decay, no_decay = [], []
-    seen: set[int] = set()
-    for name, param in model.named_parameters():
-        if not param.requires_grad or id(param) in seen:
-            continue
-        seen.add(id(param))
-        (decay if param.ndim == 2 and "embed_tokens" not in name else no_decay).append(param)
-    groups = [{"params": decay, "weight_decay": cfg.optim.weight_decay},
-              {"params": no_decay, "weight_decay": 0.0}]
-    # fused: one kernel over all parameters (CPU and CUDA) instead of a Python loop of per-tensor ops; the
-    # update is AdamW's to fp32 rounding. Sharded (DTensor) parameters use the foreach implementation.
-    sharded = any(type(p).__name__ == "DTensor" for p in decay + no_decay)
-    fused = not sharded and all(p.is_floating_point() and p.device.type in ("cpu", "cuda") for p in decay + no_decay)
-    return torch.optim.AdamW(groups, lr=cfg.optim.lr, betas=cfg.optim.betas, fused=fused or None,
-                             foreach=True if not fused else None)
 
 
 class JsonlLogger:
@@ -327,7 +308,7 @@ class KDTrainer:
         self.dist = init_distributed()
         self.fsdp = cfg.parallel == "fsdp" and self.dist.enabled
         if self.fsdp:
-            from training.distributed import fully_shard_student
+            from training.kd.distributed import fully_shard_student
 
             fully_shard_student(self.student)
         self.optimizer = build_optimizer(self.student, cfg)
@@ -633,7 +614,7 @@ class KDTrainer:
                 "last_metrics": self.last_metrics}
 
     def save_checkpoint(self) -> Path | None:
-        """Write, verify and prune a checkpoint (:func:`training.checkpoint.save_checkpoint`). A state holding
+        """Write, verify and prune a checkpoint (:func:`training.kd.checkpoint.save_checkpoint`). A state holding
         NaN/inf is not written (a warning says so) and None is returned: the newest checkpoint on disk stays
         the last good state."""
         try:
@@ -671,7 +652,7 @@ class KDTrainer:
         for hook in self.hooks:
             hook.before_resume(self, path)
         if self.fsdp:  # the checkpoint is in the single-process format: load full copies, then shard them
-            from training.distributed import fsdp_load_full_state
+            from training.kd.distributed import fsdp_load_full_state
 
             full = Student(self.student.config)
             full_optimizer = build_optimizer(full, self.cfg)
@@ -738,7 +719,7 @@ class KDTrainer:
         checkpoint on rank 0 (None elsewhere, or when the state was not finite and nothing was written).
         Under FSDP the sharded student and optimizer are gathered into full copies first (a collective)."""
         if self.fsdp:
-            from training.distributed import fsdp_full_copies
+            from training.kd.distributed import fsdp_full_copies
 
             student, optimizer = fsdp_full_copies(self.student, self.optimizer, self.cfg)
             path = None
@@ -759,7 +740,7 @@ class KDTrainer:
         """:meth:`save_student` on rank 0; under FSDP from a gathered full copy (every rank joins the gather)."""
         if not self.fsdp:
             return self.save_student(directory, metrics)
-        from training.distributed import fsdp_full_copies
+        from training.kd.distributed import fsdp_full_copies
 
         student, _ = fsdp_full_copies(self.student, None, self.cfg)
         path = None

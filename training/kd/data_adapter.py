@@ -17,7 +17,7 @@ from training.data import (
     length_report,
     read_examples,
 )
-from training.kd_config import KDConfig
+from training.kd.config import KDConfig
 from training.tokenizer import DistilleryTokenizer
 
 
@@ -27,7 +27,7 @@ class TrainStream:
 
     def __init__(self, cfg: KDConfig, tokenizer: DistilleryTokenizer, rank: int = 0, world_size: int = 1) -> None:
         """Under ``torchrun`` every rank streams the same *global* batches (``batch_size * world_size`` rows);
-        the trainer keeps rows ``rank::world_size`` (see :mod:`training.distributed`)."""
+        the trainer keeps rows ``rank::world_size`` (see :mod:`training.kd.distributed`)."""
         data = cfg.data
         out = Path(cfg.out_dir)
         self.quarantine = QuarantineLog(out / ("quarantine.jsonl" if rank == 0 else f"quarantine.rank{rank}.jsonl"),

@@ -11,9 +11,9 @@ import pytest
 import torch
 from kd_helpers import make_tiny_setup, tiny_config
 
+from training.kd.optim import warmup_cosine
+from training.kd.trainer import KDTrainer
 from training.losses import cross_entropy, kd_divergence
-from training.schedule import warmup_cosine
-from training.trainer import KDTrainer
 
 
 @pytest.fixture(scope="module")

@@ -127,8 +127,8 @@ def fsdp_full_copies(student: torch.nn.Module, optimizer: torch.optim.Optimizer 
         set_optimizer_state_dict,
     )
 
+    from training.kd.optim import build_optimizer
     from training.model import Student
-    from training.trainer import build_optimizer
 
     options = StateDictOptions(full_state_dict=True, cpu_offload=True)
     model_state = get_model_state_dict(student, options=options)

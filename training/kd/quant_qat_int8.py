@@ -21,7 +21,7 @@ granularity="per_channel")`` and ONNX weight-only int8 store) is, for every ``nn
   (:class:`TiedFakeQuantEmbedding`), and :func:`export_int8` writes it once, under
   ``model.embed_tokens.weight``, with the head's per-row scales.
 
-:class:`QATHook` turns QAT on in a :class:`~training.trainer.KDTrainer` run at a given optimizer step
+:class:`QATHook` turns QAT on in a :class:`~training.kd.trainer.KDTrainer` run at a given optimizer step
 (``QATConfig.start_fraction`` of ``max_steps``), so only the last part of training is quantization-aware.
 :func:`int8_accuracy` evaluates the simulated deployed int8 model on task examples.
 """
@@ -41,10 +41,10 @@ from torch import Tensor, nn
 
 from training.artifact import load_state_dict, load_student, student_state_dict
 from training.config_base import StrictModel
-from training.evaluation import evaluate_task
+from training.kd.evaluation import evaluate_task
+from training.kd.trainer import KDTrainer, TrainerHook
 from training.model import Student
 from training.tokenizer import DistilleryTokenizer
-from training.trainer import KDTrainer, TrainerHook
 
 __all__ = [
     "QMAX",
@@ -368,7 +368,7 @@ class QATConfig(StrictModel):
 
 
 class QATHook(TrainerHook):
-    """Turns QAT on in a :class:`~training.trainer.KDTrainer` once ``trainer.step >= start_step`` (checked at
+    """Turns QAT on in a :class:`~training.kd.trainer.KDTrainer` once ``trainer.step >= start_step`` (checked at
     train start, so a resumed run past the start is under QAT from its first step, and after every step).
     Resuming from a checkpoint written under QAT (it holds ``log_scale`` tensors) turns QAT on before the
     checkpoint loads, so its scales and the optimizer's scale group are restored exactly.

@@ -23,17 +23,17 @@ import torch
 from kd_helpers import make_tiny_setup, tiny_config
 
 from training.artifact import ArtifactError, remove_stale_temporaries, verify_manifest, write_artifact
-from training.checkpoint import (
+from training.distill_kd import run_and_report
+from training.kd.checkpoint import (
     DamagedCheckpointWarning,
     NonFiniteStateError,
     latest_valid_checkpoint,
     list_checkpoints,
     save_checkpoint,
 )
-from training.distill_kd import run_and_report
+from training.kd.trainer import KDTrainer, TrainerHook, TrainingDiverged, TrainResult
 from training.model import Student
 from training.model_config import ModelConfig
-from training.trainer import KDTrainer, TrainerHook, TrainingDiverged, TrainResult
 
 STEP = re.compile(r"step-\d{8}")
 
@@ -108,7 +108,7 @@ def test_protected_and_keep_last_one(tmp_path: Path) -> None:
 
 def test_a_checkpoint_that_does_not_verify_after_writing_is_an_error(tmp_path: Path,
                                                                     monkeypatch: pytest.MonkeyPatch) -> None:
-    import training.checkpoint as checkpoint
+    import training.kd.checkpoint as checkpoint
 
     def flaky_write(directory: Path, populate: object) -> Path:
         path = write_artifact(directory, populate)  # type: ignore[arg-type]
@@ -217,7 +217,7 @@ def test_a_killed_checkpoint_write_is_cleaned_up(tmp_path: Path) -> None:
     code = ("import os, sys; from pathlib import Path; from training.artifact import write_artifact\n"
             "def populate(tmp):\n    (tmp / 'model.safetensors').write_bytes(b'w' * 4096); os._exit(9)\n"
             f"write_artifact(Path({str(root / 'step-00000004')!r}), populate)\n")
-    subprocess.run([sys.executable, "-c", code], check=False, cwd=Path(__file__).resolve().parents[3])
+    subprocess.run([sys.executable, "-c", code], check=False, cwd=Path(__file__).resolve().parents[4])
     left = list(root.glob(".step-00000004.tmp-*"))
     assert len(left) == 1 and (left[0] / "model.safetensors").is_file()
     assert remove_stale_temporaries(root, STEP, started_at=time.time()) == left

@@ -11,14 +11,14 @@ import torch
 from kd_helpers import make_tiny_setup, tiny_config
 from safetensors.torch import load_file
 
-from training.kd_config import KDConfig
+from training.kd.config import KDConfig
+from training.kd.trainer import KDTrainer
 from training.model import Student
 from training.model_config import ModelConfig
 from training.student_init import StudentInitError
 from training.teachers.base import TeacherTargets
 from training.teachers.checkpoint_teacher import CheckpointTeacher
 from training.tokenizer import DistilleryTokenizer
-from training.trainer import KDTrainer
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 

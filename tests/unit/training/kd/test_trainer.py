@@ -14,11 +14,11 @@ from kd_helpers import make_tiny_setup, tiny_config
 from safetensors.torch import load_file
 
 from training.artifact import verify_manifest
-from training.checkpoint import list_checkpoints
-from training.kd_config import ConfigFileError, load_config
+from training.kd.checkpoint import list_checkpoints
+from training.kd.config import ConfigFileError, load_config
+from training.kd.trainer import KDTrainer, ResumeMismatchError, TrainerHook, TrainingDiverged
 from training.teachers.base import VocabularyMismatchError
 from training.tokenizer import DistilleryTokenizer
-from training.trainer import KDTrainer, ResumeMismatchError, TrainerHook, TrainingDiverged
 
 
 @pytest.fixture(scope="module")

@@ -12,10 +12,8 @@ from kd_helpers import make_tiny_setup, tiny_config
 from safetensors.torch import load_file
 from torch import nn
 
-from training.evaluation import evaluate_task
-from training.model import Student
-from training.model_config import ModelConfig
-from training.quant_qat_int8 import (
+from training.kd.evaluation import evaluate_task
+from training.kd.quant_qat_int8 import (
     QMAX,
     FakeQuantLinear,
     QATHook,
@@ -37,9 +35,11 @@ from training.quant_qat_int8 import (
     scale_drift,
     shadow_fp32,
 )
+from training.kd.trainer import KDTrainer, TrainerHook
+from training.model import Student
+from training.model_config import ModelConfig
 from training.tasks.arithmetic import generate
 from training.tokenizer import DistilleryTokenizer
-from training.trainer import KDTrainer, TrainerHook
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 

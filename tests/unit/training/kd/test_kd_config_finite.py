@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from training.kd_config import ConfigFileError, load_config
+from training.kd.config import ConfigFileError, load_config
 
 
 def _write(tmp_path: Path) -> Path:
