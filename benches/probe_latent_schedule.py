@@ -20,7 +20,8 @@ from typing import Any
 
 import torch
 
-from training.kd_config import KDConfig
+from training.kd.config import KDConfig
+from training.kd.trainer import KDTrainer
 from training.latent_curriculum import LatentTrainer, evaluate_latent
 from training.model import Student
 from training.reasoning_pipeline import (
@@ -32,7 +33,6 @@ from training.reasoning_pipeline import (
     resolve_teacher,
     train_kd_student,
 )
-from training.trainer import KDTrainer
 
 
 def cot_fork(cfg: Any, out: Path, tokdir: str, teacher: str | None, paths: dict[str, str], fork: int,

@@ -37,10 +37,11 @@ from pydantic import Field, ValidationError, model_validator
 from torch import Tensor
 
 from training.config_base import apply_overrides, load_yaml_config, validation_problems
-from training.data_adapter import val_batches
 from training.distill_kd import run_and_report
-from training.evaluation import evaluate_loss, generate_completions
-from training.kd_config import ConfigFileError, KDConfig
+from training.kd.config import ConfigFileError, KDConfig
+from training.kd.data_adapter import val_batches
+from training.kd.evaluation import evaluate_loss, generate_completions
+from training.kd.trainer import KDTrainer, TrainerHook, TrainResult
 from training.losses import IGNORE_INDEX, KDLossWeights
 from training.process_losses import ProcessWeights, process_loss, process_token_weights
 from training.step_data import KIND_STEP, StepExampleStream, StepScorer
@@ -48,7 +49,6 @@ from training.tasks import get_task
 from training.tasks.arithmetic import verify_steps
 from training.tasks.markup import parse_completion
 from training.toolcall_supervision import json_validity
-from training.trainer import KDTrainer, TrainerHook, TrainResult
 
 __all__ = [
     "ProcessConfig",

@@ -37,6 +37,7 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 from torch import Tensor, nn
 
 from training.data import IGNORE_INDEX
+from training.kd.optim import warmup_cosine
 from training.latent_data import (
     LatentBatch,
     LatentExample,
@@ -47,7 +48,6 @@ from training.latent_data import (
 )
 from training.latent_model import Feedback, HaltHead, LatentSpec, LatentStudent, halt_loss, latent_forward
 from training.model import Student
-from training.schedule import warmup_cosine
 from training.tasks.arithmetic import verify_steps
 from training.tasks.markup import parse_completion
 from training.tokenizer import DistilleryTokenizer

@@ -47,19 +47,11 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from training.data.toy_data import task_examples, write_jsonl
-from training.data_adapter import eval_batches
-from training.evaluation import evaluate_loss
 from training.generation import generate, left_pad
-from training.kd_config import KDConfig, StudentShape
-from training.latent_curriculum import (
-    LatentCurriculumConfig,
-    LatentTrainer,
-    evaluate_latent,
-    step_metrics,
-)
-from training.latent_model import save_latent_student
-from training.model import Student
-from training.quant_qat_int8 import (
+from training.kd.config import KDConfig, StudentShape
+from training.kd.data_adapter import eval_batches
+from training.kd.evaluation import evaluate_loss
+from training.kd.quant_qat_int8 import (
     QATConfig,
     QATHook,
     export_int8,
@@ -72,11 +64,19 @@ from training.quant_qat_int8 import (
     scale_drift,
     shadow_fp32,
 )
+from training.kd.trainer import KDTrainer
+from training.latent_curriculum import (
+    LatentCurriculumConfig,
+    LatentTrainer,
+    evaluate_latent,
+    step_metrics,
+)
+from training.latent_model import save_latent_student
+from training.model import Student
 from training.step_data import mix_corrupted
 from training.tasks import get_task
 from training.tasks.markup import format_completion
 from training.tokenizer import DistilleryTokenizer
-from training.trainer import KDTrainer
 
 STUDENTS = ("no_cot", "cot", "latent", "cot_corrupted", "process", "process_judge")
 METRICS = ("accuracy", "step_accuracy", "mean_generated_tokens")
