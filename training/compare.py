@@ -24,7 +24,6 @@ pass any such object to :func:`compare_students`.
 from __future__ import annotations
 
 import argparse
-import importlib
 import json
 import sys
 import tempfile
@@ -77,21 +76,15 @@ def verdict_score(value: Any) -> float:
 
 
 def load_judge(directory: Path) -> PairwiseJudge:
-    """The judge artifact at ``directory``, through ``arbiter.judge.Judge.load`` (or ``from_pretrained``).
+    """The judge artifact at ``directory``, through :meth:`arbiter.judge.Judge.load`.
 
     Raises:
-        CompareError: when ``arbiter.judge`` is missing, has no loader, or the directory is no judge.
+        CompareError: when the directory is no judge artifact, or the loaded judge cannot compare.
     """
+    from arbiter.judge import Judge  # on use: a comparison without --judge does not load the judge stack
+
     try:
-        module = importlib.import_module("arbiter.judge")
-    except ImportError as exc:
-        raise CompareError(f"--judge needs arbiter.judge, which cannot be imported ({exc})") from exc
-    judge_class = getattr(module, "Judge", None)
-    loader = getattr(judge_class, "load", None) or getattr(judge_class, "from_pretrained", None)
-    if not callable(loader):
-        raise CompareError("arbiter.judge has no Judge.load(path) (nor Judge.from_pretrained(path))")
-    try:
-        judge = loader(directory)
+        judge = Judge.load(directory)
     except (ArtifactError, OSError, ValueError) as exc:
         raise CompareError(f"cannot load the judge {directory}: {exc}") from exc
     if not isinstance(judge, PairwiseJudge):

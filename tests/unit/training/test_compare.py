@@ -168,8 +168,6 @@ def test_markdown_lists_summary_and_differing_examples() -> None:
 def test_load_judge_through_arbiter(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     module = types.ModuleType("arbiter.judge")
     monkeypatch.setitem(sys.modules, "arbiter.judge", module)
-    with pytest.raises(CompareError, match="no Judge.load"):
-        load_judge(tmp_path)
 
     class Judge:
         @classmethod
