@@ -24,7 +24,7 @@ from training.prompt_bank.generate import (
 from training.prompt_bank.manifest import counts_add_up, manifest_path, sha256_file
 from training.prompt_bank.templates import CATEGORIES, SLOTS, TEMPLATES, Template, vocab_name
 
-ROOT = Path(__file__).resolve().parents[3]
+ROOT = Path(__file__).resolve().parents[4]
 COMMITTED = ROOT / "assets" / "prompts" / "prompts.jsonl"
 
 
