@@ -1,4 +1,4 @@
-"""Tests of training/losses.py against brute-force float64 references written with explicit loops."""
+"""Tests of training/losses/kd.py against brute-force float64 references written with explicit loops."""
 
 from __future__ import annotations
 
