@@ -51,6 +51,7 @@ from training.kd.distributed import (
 from training.kd.evaluation import evaluate_loss, evaluate_task
 from training.kd.optim import build_optimizer, warmup_cosine
 from training.losses import HiddenProjector, cross_entropy, hidden_state_loss, kd_divergence
+from training.losses.dense_kd_ce import dense_kd_ce_loss
 from training.losses.sparse_kd_ce import sparse_kd_ce_loss
 from training.model import Student
 from training.model_config import ModelConfig
@@ -501,6 +502,15 @@ class KDTrainer:
             if cfg.ce_weight > 0:
                 terms["ce"] = fused.ce
             terms["kd"] = fused.kd
+        elif targets is not None and cfg.divergence == "forward_kl":
+            # dense teacher, forward KL: the same closed form over full logits (training.losses.dense_kd_ce)
+            assert targets.logits is not None
+            total, kd, ce = dense_kd_ce_loss(
+                logits, targets.logits, labels, kd_weight=cfg.kd_weight, ce_weight=cfg.ce_weight, kd_mask=target,
+                temperature=cfg.temperature, label_smoothing=cfg.label_smoothing, normalizer=normalizer)
+            if cfg.ce_weight > 0:
+                terms["ce"] = ce
+            terms["kd"] = kd
         else:
             if self.teacher is None or cfg.ce_weight > 0:
                 ce = cross_entropy(logits, labels, label_smoothing=cfg.label_smoothing, normalizer=normalizer)

@@ -23,9 +23,9 @@ from dataclasses import dataclass
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor
 
+from training.losses.dense_kd_ce import dense_kd_ce_logit_grad
 from training.losses.kd import (
     DIVERGENCES,
     IGNORE_INDEX,
@@ -91,59 +91,11 @@ def _closed_form_chunk(
         normalizer, unweighted; 0-d) and the gradient of ``kd_weight * kd + ce_weight * ce`` w.r.t. the
         chunk's logits ``h_c @ w.T``, ``(C, V)``.
     """
-    temp = cfg.temperature
-    vocab = w.shape[0]
-    zero = h_c.new_zeros(())
-    kd_sum, ce_sum = zero, zero
-    dlogits: Tensor | None = None
-
-    logits = h_c @ w.T
-    log_q1 = F.log_softmax(logits, dim=-1) if cfg.ce_weight != 0 else None
-    if cfg.kd_weight != 0:
-        assert teacher is not None
-        if temp != 1.0:
-            log_q = F.log_softmax(logits.div_(temp), dim=-1)
-        else:
-            log_q = log_q1 if log_q1 is not None else F.log_softmax(logits, dim=-1)
-        del logits
-        t_logits = teacher[0] @ teacher[1].T
-        if temp != 1.0:
-            t_logits.div_(temp)
-        log_p = F.log_softmax(t_logits, dim=-1)
-        del t_logits
-        p = log_p.exp()
-        # p * (log p - log q) with 0 * log 0 = 0, in log_p's storage.
-        kl_elems = log_p.sub_(log_q).mul_(p).masked_fill_(p == 0, 0.0)
-        row_kl = kl_elems.sum(dim=-1) * (temp * temp)
-        del kl_elems, log_p
-        kept = kd_w != 0
-        kd_sum = (torch.where(kept, row_kl, torch.zeros_like(row_kl)) * kd_w).sum() / kd_norm
-        # d/dz [T^2 KL(p_T || softmax(z / T))] = T (q_T - p_T)
-        dlogits = log_q.exp() if log_q is log_q1 else log_q.exp_()
-        dlogits.sub_(p).mul_((cfg.kd_weight * temp / kd_norm) * kd_w.unsqueeze(-1))
-        del p, log_q
-    else:
-        del logits
-    if cfg.ce_weight != 0:
-        assert log_q1 is not None
-        valid = labels != cfg.ignore_index
-        safe = torch.where(valid, labels, torch.zeros_like(labels)).unsqueeze(-1)
-        nll = -log_q1.gather(-1, safe).squeeze(-1)
-        eps = cfg.label_smoothing
-        row_ce = nll if eps == 0 else (1.0 - eps) * nll - eps * log_q1.mean(dim=-1)
-        ce_sum = torch.where(valid, row_ce, torch.zeros_like(row_ce)).sum() / ce_norm
-        # d/dz CE = softmax(z) - (1 - eps) * onehot(y) - eps / V
-        grad_ce = log_q1.exp_()
-        if eps != 0:
-            grad_ce.sub_(eps / vocab)
-        grad_ce.scatter_add_(-1, safe, torch.full_like(safe, -(1.0 - eps), dtype=grad_ce.dtype))
-        row_scale = (cfg.ce_weight / ce_norm) * valid.to(grad_ce.dtype)
-        grad_ce.mul_(row_scale.unsqueeze(-1))
-        dlogits = grad_ce if dlogits is None else dlogits.add_(grad_ce)
-        del grad_ce, log_q1
-    if dlogits is None:
-        dlogits = h_c.new_zeros((h_c.shape[0], vocab))
-    return kd_sum, ce_sum, dlogits
+    t_logits = teacher[0] @ teacher[1].T if cfg.kd_weight != 0 and teacher is not None else None
+    return dense_kd_ce_logit_grad(
+        h_c @ w.T, t_logits, labels, kd_w, kd_norm, ce_norm, kd_weight=cfg.kd_weight, ce_weight=cfg.ce_weight,
+        temperature=cfg.temperature, label_smoothing=cfg.label_smoothing, ignore_index=cfg.ignore_index,
+        owned=True)
 
 
 def _sparse_closed_form_chunk(
