@@ -55,6 +55,7 @@ from training.losses.dense_kd_ce import dense_kd_ce_loss
 from training.losses.sparse_kd_ce import sparse_kd_ce_loss
 from training.model import Student
 from training.model_config import ModelConfig
+from training.ops.structured_log import StructuredLogger
 from training.teachers.base import TeacherTargets, ensure_same_vocabulary
 from training.teachers.factory import build_teacher
 from training.tokenizer import DistilleryTokenizer
@@ -114,67 +115,6 @@ def resolve_device(name: str) -> torch.device:
     if name == "cuda" and not torch.cuda.is_available():
         raise ValueError("device: cuda, but torch sees no CUDA device; use device: auto or cpu")
     return torch.device(name)
-
-
-class JsonlLogger:
-    """Structured JSON-lines log with a run id on every line; optional TensorBoard scalars."""
-
-    def __init__(self, path: Path, run_id: str, tensorboard_dir: Path | None) -> None:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        self._fh = open(path, "a", buffering=1 << 16)  # noqa: SIM115 - closed in close(); flushed by flush()
-        self.run_id = run_id
-        self._pending: list[tuple[str, int, float, dict[str, Any]]] = []
-        self._tb = None
-        if tensorboard_dir is not None:
-            from torch.utils.tensorboard import SummaryWriter
-
-            self._tb = SummaryWriter(str(tensorboard_dir))
-
-    def log(self, event: str, step: int, *, at: float | None = None, **values: Any) -> None:
-        """Write one record now (``at``: its wall-clock time, default now). Buffered records go first."""
-        self.flush()
-        self._write(event, step, time.time() if at is None else at, values)
-
-    def buffer(self, event: str, step: int, at: float, values: dict[str, Any]) -> None:
-        """Keep a per-step record (written, with its own time ``at``, at the next :meth:`flush`)."""
-        self._pending.append((event, step, at, values))
-
-    def flush(self) -> None:
-        """Write the buffered records (one file write, TensorBoard scalars)."""
-        pending, self._pending = self._pending, []
-        for event, step, at, values in pending:
-            self._write(event, step, at, values)
-        self._fh.flush()
-
-    def _write(self, event: str, step: int, at: float, values: dict[str, Any]) -> None:
-        record = {"time": round(at, 3), "run_id": self.run_id, "event": event, "step": step, **values}
-        self._fh.write(json.dumps(record, sort_keys=True) + "\n")
-        if self._tb is not None:
-            for key, value in values.items():
-                if isinstance(value, int | float) and math.isfinite(value):
-                    self._tb.add_scalar(f"{event}/{key}", value, step)
-
-    def close(self) -> None:
-        self.flush()
-        self._fh.close()
-        if self._tb is not None:
-            self._tb.close()
-
-
-class _NullLogger:
-    """Logger of non-zero ranks: logging is rank-0 only."""
-
-    def log(self, event: str, step: int, *, at: float | None = None, **values: Any) -> None:
-        del event, step, at, values
-
-    def buffer(self, event: str, step: int, at: float, values: dict[str, Any]) -> None:
-        del event, step, at, values
-
-    def flush(self) -> None:
-        return None
-
-    def close(self) -> None:
-        return None
 
 
 class _InterruptFlag:
@@ -774,10 +714,11 @@ class KDTrainer:
             removed = remove_stale_run_temporaries(self.out, started_at=time.time())
         barrier(self.dist)
         resumed = self.maybe_resume()
-        logger: JsonlLogger | _NullLogger = (
-            JsonlLogger(self.out / "logs" / "train.jsonl", self.run_id,
-                        self.out / "tensorboard" if self.cfg.tensorboard else None) if main else _NullLogger())
-        logger.log("start", self.step, resumed_from=str(resumed) if resumed else None,
+        # rank 0 writes logs/train.jsonl (buffered: per-step records every log_every steps); other ranks nothing
+        logger = (StructuredLogger("trainer", self.run_id, self.out / "logs" / "train.jsonl", buffered=True,
+                                   tensorboard_dir=self.out / "tensorboard" if self.cfg.tensorboard else None)
+                  if main else StructuredLogger("trainer", self.run_id))
+        logger.log("start", step=self.step, resumed_from=str(resumed) if resumed else None,
                    params=self.student.num_parameters(), teacher=bool(self.teacher),
                    world_size=self.dist.world_size, removed_stale_temporaries=[str(p) for p in removed])
         started = time.perf_counter()
@@ -803,11 +744,11 @@ class KDTrainer:
                     step_started = time.perf_counter()
                     finite, terms = self.train_step(self._micro_batches(it))
                     if self.cfg.compile and self.step == start_step:
-                        logger.log("compiled", self.step + 1, compile_seconds=time.perf_counter() - step_started,
+                        logger.log("compiled", step=self.step + 1, compile_seconds=time.perf_counter() - step_started,
                                    note="first step's wall time, compilation included")
                     if not finite:
                         nonfinite += 1
-                        logger.log("nonfinite_loss", self.step, consecutive=nonfinite)
+                        logger.log("nonfinite_loss", "warning", step=self.step, consecutive=nonfinite)
                         if nonfinite >= self.cfg.max_nonfinite_steps:
                             saved = self._checkpoint_all_ranks()
                             where = (f"last good state saved in {saved}" if saved is not None else
@@ -825,8 +766,8 @@ class KDTrainer:
                     self.tokens_seen = tokens_seen
                     self.last_terms = terms
                     elapsed = time.perf_counter() - started
-                    logger.buffer("train", self.step, time.time(),
-                                  {"tokens_per_second": tokens_seen / max(elapsed, 1e-9), **terms})
+                    logger.buffer("train", at=time.time(), step=self.step,
+                                  tokens_per_second=tokens_seen / max(elapsed, 1e-9), **terms)
                     if self.step % self.cfg.log_every == 0:
                         logger.flush()
                     if progress is not None:
@@ -835,7 +776,7 @@ class KDTrainer:
                     done = self.step >= self.cfg.optim.max_steps
                     if (main or self.fsdp) and (self.step % self.cfg.eval.every == 0 or done):
                         metrics = self.evaluate()  # FSDP: every rank evaluates (forward passes are collective)
-                        logger.log("eval", self.step, **metrics)
+                        logger.log("eval", step=self.step, **metrics)
                         for hook in self.hooks:
                             hook.on_eval(self, metrics)
                         value = metrics.get(self.cfg.eval.best_metric, float("nan"))
@@ -851,7 +792,7 @@ class KDTrainer:
                     if reason is not None:
                         self._checkpoint_all_ranks()
                         status = reason
-                        logger.log(reason, self.step, reason=self._stop_requested, signal=interrupt.signal)
+                        logger.log(reason, step=self.step, reason=self._stop_requested, signal=interrupt.signal)
                         break
         except BaseException:
             if main:  # a failed checkpoint write cleans up after itself; this catches anything it could not
@@ -870,7 +811,7 @@ class KDTrainer:
             result.student_dir = self._save_student_all_ranks(self.out / "student", self.last_metrics)
         result.checkpoint = self.last_checkpoint
         barrier(self.dist)
-        logger.log("end", self.step, status=status, wall_seconds=wall)
+        logger.log("end", step=self.step, status=status, wall_seconds=wall)
         logger.close()
         for hook in self.hooks:
             hook.on_train_end(self, result)
