@@ -50,7 +50,13 @@ from training.kd.distributed import (
 )
 from training.kd.evaluation import evaluate_loss, evaluate_task
 from training.kd.optim import build_optimizer, warmup_cosine
-from training.losses import HiddenProjector, cross_entropy, hidden_state_loss, kd_divergence
+from training.losses import (
+    HiddenProjector,
+    cross_entropy,
+    divergence_kwargs,
+    hidden_state_loss,
+    kd_divergence,
+)
 from training.losses.dense_kd_ce import dense_kd_ce_loss
 from training.losses.sparse_kd_ce import sparse_kd_ce_loss
 from training.model import Student
@@ -460,13 +466,10 @@ class KDTrainer:
                 total = torch.zeros((), device=logits.device)
             if targets is not None:
                 assert targets.logits is not None
-                extra: dict[str, float] = {}
-                if self.cfg.loss.divergence == "jsd":
-                    extra["beta"] = cfg.jsd_beta
-                elif self.cfg.loss.divergence.startswith("skew"):
-                    extra["alpha"] = cfg.skew_alpha
                 kd = kd_divergence(cfg.divergence, logits, targets.logits.float(), mask=target,
-                                   temperature=cfg.temperature, normalizer=normalizer, **extra)
+                                   temperature=cfg.temperature, normalizer=normalizer,
+                                   **divergence_kwargs(cfg.divergence, jsd_beta=cfg.jsd_beta,
+                                                       skew_alpha=cfg.skew_alpha))
                 total = total + cfg.kd_weight * kd
                 terms["kd"] = kd.detach()
         if want_hidden:

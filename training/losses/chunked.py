@@ -31,6 +31,7 @@ from training.losses.kd import (
     IGNORE_INDEX,
     Normalizer,
     cross_entropy,
+    divergence_kwargs,
     kd_divergence,
     resolve_normalizer,
     sparse_topk_kl,
@@ -389,18 +390,13 @@ def chunked_kd_ce_loss_with_terms(
         kd_w = kd_mask.detach().to(cdtype)
     kd_norm = resolve_normalizer(kd_w, normalizer)
     ce_norm = resolve_normalizer((labels != ignore_index).to(cdtype), normalizer)
-    divergence_kwargs: dict[str, float] = {}
-    if divergence == "jsd":
-        divergence_kwargs = {"beta": beta}
-    elif divergence in ("skew_kl", "skew_reverse_kl"):
-        divergence_kwargs = {"alpha": alpha}
     cfg = _Settings(
         temperature=float(temperature),
         kd_weight=float(kd_weight),
         ce_weight=float(ce_weight),
         chunk_size=chunk_size,
         divergence=divergence,
-        divergence_kwargs=divergence_kwargs,
+        divergence_kwargs=divergence_kwargs(divergence, jsd_beta=beta, skew_alpha=alpha),
         label_smoothing=float(label_smoothing),
         ignore_index=ignore_index,
         weight_grad=lm_head_weight.requires_grad,

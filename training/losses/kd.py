@@ -377,6 +377,17 @@ DIVERGENCES: dict[str, Callable[..., Tensor]] = {
 }
 
 
+def divergence_kwargs(name: str, *, jsd_beta: float, skew_alpha: float) -> dict[str, float]:
+    """The extra keyword arguments of :func:`kd_divergence` for divergence ``name``: ``{'beta': jsd_beta}`` for
+    ``'jsd'``, ``{'alpha': skew_alpha}`` for the skew divergences, nothing otherwise. The one place that maps
+    config settings to divergence arguments (trainer, chunked loss, process losses, :class:`KDLossWeights`)."""
+    if name == "jsd":
+        return {"beta": jsd_beta}
+    if name in ("skew_kl", "skew_reverse_kl"):
+        return {"alpha": skew_alpha}
+    return {}
+
+
 def kd_divergence(name: str, student_logits: Tensor, teacher_logits: Tensor, **kw: Any) -> Tensor:
     """Dispatch to a logit divergence by name.
 
@@ -676,11 +687,7 @@ class KDLossWeights(FrozenStrictModel):
 
     def divergence_kwargs(self) -> dict[str, float]:
         """Extra keyword arguments of :func:`kd_divergence` for the chosen divergence."""
-        if self.divergence == "jsd":
-            return {"beta": self.jsd_beta}
-        if self.divergence in ("skew_kl", "skew_reverse_kl"):
-            return {"alpha": self.skew_alpha}
-        return {}
+        return divergence_kwargs(self.divergence, jsd_beta=self.jsd_beta, skew_alpha=self.skew_alpha)
 
 
 def combined_kd_loss(
