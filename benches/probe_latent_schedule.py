@@ -6,6 +6,7 @@ the budget; held-out accuracy of the result (and optionally of the no-CoT and Co
     python benches/probe_latent_schedule.py FORK '{"steps_per_stage": 50, "final_stage_steps": 350}'
     python benches/probe_latent_schedule.py FORK '{}' --baselines no_cot,cot  # also these at train.steps
     python benches/probe_latent_schedule.py 0 '{}' --baselines cot --config other.yaml  # FORK 0: no latent run
+    python benches/probe_latent_schedule.py 0 '{}' --time-steps 80     # CPU s/step of the CoT and no-CoT runs
 
 Results are appended to OUT/results.jsonl; the CoT fork and the baselines are cached in OUT.
 """
@@ -61,6 +62,7 @@ def main() -> None:
     parser.add_argument("--baselines", default="", help="comma-separated: no_cot, cot (at train.steps)")
     parser.add_argument("--out", type=Path, default=Path("runs/probe_schedule"))
     parser.add_argument("--tag", default="", help="label of this run in results.jsonl")
+    parser.add_argument("--time-steps", type=int, default=0, help="only time this many CoT and no-CoT steps")
     args = parser.parse_args()
     torch.set_num_threads(1)
     cfg = load_reasoning_config(args.config)
@@ -82,6 +84,17 @@ def main() -> None:
 
     chosen = [b for b in args.baselines.split(",") if b]
     runs = {"no_cot": ("no_cot_train", "no_cot_val", None), "cot": ("cot_train", "val", teacher)}
+    if args.time_steps:  # process CPU time (all threads), less sensitive to other jobs than wall time
+        for name, (train_file, val_file, t) in runs.items():
+            base = kd_run_config(cfg, args.out / "runs" / f"time_{name}_{stem}", tokdir, t, paths[train_file],
+                                 paths[val_file], cfg.train.steps, args.seed)
+            trainer = KDTrainer(KDConfig.model_validate(base), stop_after_steps=args.time_steps)
+            cpu, wall = time.process_time(), time.time()
+            trainer.train()
+            record({"student": name, "timed_steps": args.time_steps,
+                    "cpu_s_per_step": round((time.process_time() - cpu) / args.time_steps, 4),
+                    "wall_s_per_step": round((time.time() - wall) / args.time_steps, 4)})
+        return
     for name in chosen:
         train_file, val_file, t = runs[name]
         started = time.time()
