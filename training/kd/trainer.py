@@ -27,7 +27,6 @@ import torch
 from torch import Tensor
 
 from training.artifact import ArtifactError, verify_manifest
-from training.data.unpack import Unpacked
 from training.kd.checkpoint import (
     NonFiniteStateError,
     checkpoint_step,
@@ -64,6 +63,7 @@ from training.model_config import ModelConfig
 from training.ops.structured_log import StructuredLogger
 from training.teachers.base import TeacherTargets, ensure_same_vocabulary
 from training.teachers.factory import build_teacher
+from training.teachers.on_batch import TeacherOnBatch, TeacherOutputs
 from training.tokenizer import DistilleryTokenizer
 
 # Keys that must not change when a run resumes: a different value would silently train another model.
@@ -249,6 +249,9 @@ class KDTrainer:
         self.student = self._build_student()
         if self.teacher is not None:
             ensure_same_vocabulary(self.teacher, self.tokenizer, self.student.config.vocab_size)
+        # the teacher as the losses see it: packed rows split and merged, one forward per micro-batch
+        self.teacher_on_batch = (TeacherOnBatch(self.teacher, self.tokenizer.pad_id)
+                                 if self.teacher is not None else None)
         self.hidden_projector = self._build_hidden_projector()
         self.device = resolve_device(cfg.device)
         self._place_models()
@@ -345,35 +348,15 @@ class KDTrainer:
         return HiddenProjector(s_config.hidden_size, t_config.hidden_size,
                                {s + 1: t + 1 for s, t in layer_map.items()})
 
-    def _hidden_term(self, student_hidden: list[Tensor], ids: Tensor, mask: Tensor, unpacked: Unpacked | None,
-                     target: Tensor, normalizer: float) -> Tensor:
+    def _hidden_term(self, student_hidden: list[Tensor], teacher_hidden: list[Tensor] | None, target: Tensor,
+                     normalizer: float) -> Tensor:
         """Hidden-state loss of one micro-batch (:func:`training.losses.hidden_state_loss` over the mapped
         layers): student states (L_s + 1 tensors (B, T, H)) against the teacher's, on target tokens, divided by
         the step's target-token count like every other term."""
-        assert self.hidden_projector is not None and self.teacher is not None
-        with self._autocast():
-            if unpacked is None:
-                t_hidden = self.teacher.hidden_states(ids, mask)
-            else:  # the teacher sees one example a row; its states go back to the packed layout
-                t_hidden = [unpacked.merge(h) for h in self.teacher.hidden_states(unpacked.input_ids,
-                                                                                  unpacked.attention_mask)]
-        return hidden_state_loss([h.float() for h in student_hidden], [h.float() for h in t_hidden],
+        assert self.hidden_projector is not None and teacher_hidden is not None
+        return hidden_state_loss([h.float() for h in student_hidden], [h.float() for h in teacher_hidden],
                                  self.hidden_projector, kind=self.cfg.loss.hidden_kind, mask=target,
                                  normalizer=normalizer)
-
-    def _teacher_targets(self, ids: Tensor, mask: Tensor, unpacked: Unpacked | None) -> TeacherTargets:
-        """Teacher targets for a batch; for packed rows the teacher gets one example a row and its targets
-        are merged back into the packed layout (any teacher source works, none sees across examples)."""
-        assert self.teacher is not None
-        if unpacked is None:
-            return self.teacher.targets(ids, mask)
-        got = self.teacher.targets(unpacked.input_ids, unpacked.attention_mask)
-        if got.is_sparse:
-            assert got.topk_ids is not None and got.topk_logprobs is not None
-            return TeacherTargets(topk_ids=unpacked.merge(got.topk_ids),
-                                  topk_logprobs=unpacked.merge(got.topk_logprobs))
-        assert got.logits is not None
-        return TeacherTargets(logits=unpacked.merge(got.logits))
 
     # ---- losses ------------------------------------------------------------------------------------
     def micro_batch_loss(self, batch: dict[str, Tensor], normalizer: float) -> tuple[Tensor, dict[str, float]]:
@@ -382,62 +365,63 @@ class KDTrainer:
         return loss, {k: float(v) for k, v in terms.items()}
 
     def _micro_batch_loss(self, batch: dict[str, Tensor], normalizer: float) -> tuple[Tensor, dict[str, Tensor]]:
-        """:meth:`micro_batch_loss` with the logged terms as detached 0-d tensors (no host sync)."""
+        """:meth:`micro_batch_loss` with the logged terms as detached 0-d tensors (no host sync): the student
+        forward, one teacher call for every output the terms need, then the logit terms (chunked from hidden
+        states, or over full logits) plus the hidden-state term."""
         cfg = self.cfg.loss
         batch = {k: v.to(self.device, non_blocking=True) if isinstance(v, Tensor) else v for k, v in batch.items()}
         ids, mask, labels = batch["input_ids"], batch["attention_mask"], batch["labels"]
         pos = batch.get("position_ids")
         seq = batch["sequence_ids"] if self.cfg.data.batching == "pack" else None
-        # the teacher reads packed rows one example a row (no teacher, no split)
-        unpacked = None if seq is None or self.teacher is None else Unpacked.split(ids, seq, self.tokenizer.pad_id)
         target = labels != -100
         if seq is None and self.device.type == "cpu" and bool(mask.all()):
             mask = None  # no padding: causal attention without a (B, 1, T, T) bias (same result)
-        autocast = self._autocast()
-        terms: dict[str, Tensor] = {}
         want_hidden = self.hidden_projector is not None
-        if cfg.chunked:
-            from training.losses.chunked import chunked_kd_ce_loss
-
-            with autocast:
-                out = self.student.run(ids, attention_mask=mask, position_ids=pos, sequence_ids=seq,
-                                       compute_logits=False, output_hidden_states=want_hidden)
-            hidden = out.last_hidden_state
-            h = hidden.float().reshape(-1, hidden.shape[-1])
-            if self.teacher is not None:
-                if unpacked is None:
-                    t_hidden = self.teacher.final_hidden(ids, mask).float()
-                else:  # the teacher sees one example a row; its states go back to the packed layout
-                    t_hidden = unpacked.merge(self.teacher.final_hidden(unpacked.input_ids,
-                                                                        unpacked.attention_mask).float())
-                th = t_hidden.reshape(-1, t_hidden.shape[-1])
-                t_weight = self._teacher_head()
-                kd_w = cfg.kd_weight
-            else:
-                th, t_weight, kd_w = h.detach(), self.student.lm_head.weight.detach(), 0.0
-            loss = chunked_kd_ce_loss(
-                h, self.student.lm_head.weight, th, t_weight, labels.reshape(-1), target.reshape(-1),
-                temperature=cfg.temperature, kd_weight=kd_w,
-                ce_weight=cfg.ce_weight if self.teacher is not None else 1.0,
-                normalizer=normalizer, chunk_size=cfg.chunk_size, label_smoothing=cfg.label_smoothing,
-            )
-            if want_hidden:
-                assert out.hidden_states is not None
-                hid = self._hidden_term(out.hidden_states, ids, mask, unpacked, target, normalizer)
-                loss = loss + cfg.hidden_weight * hid
-                terms["hidden"] = hid.detach()
-            terms["loss"] = loss.detach()
-            return loss, terms
-        with autocast:
+        with self._autocast():
             out = self.student.run(ids, attention_mask=mask, position_ids=pos, sequence_ids=seq,
-                                   output_hidden_states=want_hidden)
-        logits = out.logits
-        assert logits is not None
-        logits = logits.float()
-        targets = None
-        if self.teacher is not None and cfg.kd_weight > 0:
-            with autocast:
-                targets = self._teacher_targets(ids, mask, unpacked)
+                                   compute_logits=not cfg.chunked, output_hidden_states=want_hidden)
+            teacher = TeacherOutputs()
+            if self.teacher_on_batch is not None:
+                teacher = self.teacher_on_batch.run(
+                    ids, mask, seq, targets=cfg.kd_weight > 0 and not cfg.chunked,
+                    final_hidden=cfg.kd_weight > 0 and cfg.chunked, hidden_states=want_hidden)
+        if cfg.chunked:
+            total, terms = self._chunked_logit_terms(out.last_hidden_state, teacher, labels, target, normalizer)
+        else:
+            assert out.logits is not None
+            total, terms = self._logit_terms(out.logits.float(), teacher.targets, labels, target, normalizer)
+        if want_hidden:
+            assert out.hidden_states is not None
+            hid = self._hidden_term(out.hidden_states, teacher.hidden_states, target, normalizer)
+            total = total + cfg.hidden_weight * hid
+            terms["hidden"] = hid.detach()
+        terms["loss"] = total.detach()
+        return total, terms
+
+    def _chunked_logit_terms(self, hidden: Tensor, teacher: TeacherOutputs, labels: Tensor, target: Tensor,
+                             normalizer: float) -> tuple[Tensor, dict[str, Tensor]]:
+        """KD + CE from final hidden states ``(B, T, H)`` without full logits (:mod:`training.losses.chunked`)."""
+        from training.losses.chunked import chunked_kd_ce_loss
+
+        cfg = self.cfg.loss
+        h = hidden.float().reshape(-1, hidden.shape[-1])
+        if teacher.final_hidden is not None:
+            th = teacher.final_hidden.float().reshape(-1, teacher.final_hidden.shape[-1])
+            t_weight, kd_w = self._teacher_head(), cfg.kd_weight
+        else:  # no teacher, or kd_weight 0: CE only
+            th, t_weight, kd_w = h.detach(), self.student.lm_head.weight.detach(), 0.0
+        loss = chunked_kd_ce_loss(
+            h, self.student.lm_head.weight, th, t_weight, labels.reshape(-1), target.reshape(-1),
+            temperature=cfg.temperature, kd_weight=kd_w, ce_weight=cfg.ce_weight if self.teacher is not None else 1.0,
+            normalizer=normalizer, chunk_size=cfg.chunk_size, label_smoothing=cfg.label_smoothing)
+        return loss, {}
+
+    def _logit_terms(self, logits: Tensor, targets: TeacherTargets | None, labels: Tensor, target: Tensor,
+                     normalizer: float) -> tuple[Tensor, dict[str, Tensor]]:
+        """KD + CE over full logits ``(B, T, V)``: closed-form sparse or dense forward KL, or autograd through
+        the other divergences; CE alone without a teacher."""
+        cfg = self.cfg.loss
+        terms: dict[str, Tensor] = {}
         if targets is not None and targets.is_sparse:
             # top-k teacher: KD and CE share one softmax, gradients in closed form (training.losses.sparse_kd_ce)
             assert targets.topk_ids is not None and targets.topk_logprobs is not None
@@ -448,7 +432,8 @@ class KDTrainer:
             if cfg.ce_weight > 0:
                 terms["ce"] = fused.ce
             terms["kd"] = fused.kd
-        elif targets is not None and cfg.divergence == "forward_kl":
+            return total, terms
+        if targets is not None and cfg.divergence == "forward_kl":
             # dense teacher, forward KL: the same closed form over full logits (training.losses.dense_kd_ce)
             assert targets.logits is not None
             total, kd, ce = dense_kd_ce_loss(
@@ -457,27 +442,20 @@ class KDTrainer:
             if cfg.ce_weight > 0:
                 terms["ce"] = ce
             terms["kd"] = kd
-        else:
-            if self.teacher is None or cfg.ce_weight > 0:
-                ce = cross_entropy(logits, labels, label_smoothing=cfg.label_smoothing, normalizer=normalizer)
-                total = cfg.ce_weight * ce if self.teacher is not None else ce
-                terms["ce"] = ce.detach()
-            else:  # ce_weight 0: the term is not computed (nor logged)
-                total = torch.zeros((), device=logits.device)
-            if targets is not None:
-                assert targets.logits is not None
-                kd = kd_divergence(cfg.divergence, logits, targets.logits.float(), mask=target,
-                                   temperature=cfg.temperature, normalizer=normalizer,
-                                   **divergence_kwargs(cfg.divergence, jsd_beta=cfg.jsd_beta,
-                                                       skew_alpha=cfg.skew_alpha))
-                total = total + cfg.kd_weight * kd
-                terms["kd"] = kd.detach()
-        if want_hidden:
-            assert out.hidden_states is not None
-            hid = self._hidden_term(out.hidden_states, ids, mask, unpacked, target, normalizer)
-            total = total + cfg.hidden_weight * hid
-            terms["hidden"] = hid.detach()
-        terms["loss"] = total.detach()
+            return total, terms
+        if self.teacher is None or cfg.ce_weight > 0:
+            ce = cross_entropy(logits, labels, label_smoothing=cfg.label_smoothing, normalizer=normalizer)
+            total = cfg.ce_weight * ce if self.teacher is not None else ce
+            terms["ce"] = ce.detach()
+        else:  # ce_weight 0: the term is not computed (nor logged)
+            total = torch.zeros((), device=logits.device)
+        if targets is not None:
+            assert targets.logits is not None
+            kd = kd_divergence(cfg.divergence, logits, targets.logits.float(), mask=target,
+                               temperature=cfg.temperature, normalizer=normalizer,
+                               **divergence_kwargs(cfg.divergence, jsd_beta=cfg.jsd_beta, skew_alpha=cfg.skew_alpha))
+            total = total + cfg.kd_weight * kd
+            terms["kd"] = kd.detach()
         return total, terms
 
     def _teacher_head(self) -> Tensor:

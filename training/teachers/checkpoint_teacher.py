@@ -9,6 +9,7 @@ from torch import Tensor
 
 from training.model import Student
 from training.teachers.base import TeacherTargets, VocabularyMismatchError
+from training.teachers.on_batch import TeacherOutputs
 from training.tokenizer import DistilleryTokenizer
 
 
@@ -48,6 +49,18 @@ class CheckpointTeacher:
                              compute_logits=False)
         assert out.hidden_states is not None
         return out.hidden_states
+
+    @torch.no_grad()
+    def outputs(self, input_ids: Tensor, attention_mask: Tensor | None = None, *, targets: bool = False,
+                final_hidden: bool = False, hidden_states: bool = False) -> TeacherOutputs:
+        """Any of :meth:`targets`, :meth:`final_hidden` and :meth:`hidden_states` from one forward pass."""
+        out = self.model.run(input_ids, attention_mask=attention_mask, output_hidden_states=hidden_states,
+                             compute_logits=targets)
+        return TeacherOutputs(
+            targets=TeacherTargets(logits=out.logits.float()) if targets and out.logits is not None else None,
+            final_hidden=out.last_hidden_state if final_hidden else None,
+            hidden_states=out.hidden_states if hidden_states else None,
+        )
 
     @property
     def lm_head_weight(self) -> Tensor:
