@@ -17,14 +17,12 @@ Gradients: ``d KD / d s = T * (softmax(s / T) - softmax(t / T))``;
 
 from __future__ import annotations
 
-import math
-from typing import Any
-
 import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from training.losses.kd import IGNORE_INDEX, Normalizer, resolve_normalizer
+from training.losses.closed_form import apply_closed_form, check_settings, row_weights, subtract_ce_targets
+from training.losses.kd import IGNORE_INDEX, Normalizer
 
 __all__ = ["dense_kd_ce_logit_grad", "dense_kd_ce_loss"]
 
@@ -98,51 +96,14 @@ def dense_kd_ce_logit_grad(
         row_ce = nll if eps == 0 else (1.0 - eps) * nll - eps * log_q1.mean(dim=-1)
         ce_term = torch.where(valid, row_ce, torch.zeros_like(row_ce)).sum() / ce_norm
         # d/dz CE = softmax(z) - (1 - eps) * onehot(y) - eps / V
-        grad_ce = log_q1.exp_()
-        if eps != 0:
-            grad_ce.sub_(eps / vocab)
-        grad_ce.scatter_add_(-1, safe, torch.full_like(safe, -(1.0 - eps), dtype=grad_ce.dtype))
-        grad_ce.mul_(((ce_weight / ce_norm) * valid.to(grad_ce.dtype)).unsqueeze(-1))
+        ce_rows = (ce_weight / ce_norm) * valid.to(log_q1.dtype)
+        grad_ce = log_q1.exp_().mul_(ce_rows.unsqueeze(-1))
+        subtract_ce_targets(grad_ce, safe, ce_rows, eps, vocab)
         dlogits = grad_ce if dlogits is None else dlogits.add_(grad_ce)
         del grad_ce, log_q1
     if dlogits is None:
         dlogits = torch.zeros_like(logits)
     return kd_term, ce_term, dlogits
-
-
-class _DenseKDCE(torch.autograd.Function):
-    """``kd_weight * KD + ce_weight * CE`` on ``(N, V)`` logits; the gradient is computed in forward."""
-
-    @staticmethod
-    def forward(  # type: ignore[override]
-        ctx: Any,
-        logits: Tensor,
-        teacher_logits: Tensor | None,
-        labels: Tensor,
-        kd_rows: Tensor,
-        kd_norm: Tensor,
-        ce_norm: Tensor,
-        kd_weight: float,
-        ce_weight: float,
-        temperature: float,
-        label_smoothing: float,
-    ) -> tuple[Tensor, Tensor, Tensor]:
-        s = logits.detach().float()
-        t = teacher_logits.detach().float() if teacher_logits is not None else None
-        kd_term, ce_term, grad = dense_kd_ce_logit_grad(
-            s, t, labels, kd_rows, kd_norm, ce_norm, kd_weight=kd_weight, ce_weight=ce_weight,
-            temperature=temperature, label_smoothing=label_smoothing)
-        ctx.save_for_backward(grad)
-        ctx.input_dtype = logits.dtype
-        ctx.mark_non_differentiable(kd_term, ce_term)
-        return kd_weight * kd_term + ce_weight * ce_term, kd_term, ce_term
-
-    @staticmethod
-    @torch.autograd.function.once_differentiable
-    def backward(ctx: Any, grad_total: Tensor, *_: Tensor) -> tuple[Tensor | None, ...]:  # type: ignore[override]
-        (grad,) = ctx.saved_tensors
-        # the saved buffer is used once (once_differentiable): rescale it in place instead of copying (N, V)
-        return (grad.mul_(grad_total).to(ctx.input_dtype),) + (None,) * 9
 
 
 def dense_kd_ce_loss(
@@ -176,23 +137,19 @@ def dense_kd_ce_loss(
         ``(total, kd, ce)``: the 0-d fp32 loss (differentiable w.r.t. the student logits) and the unweighted
         terms, detached (nats per target token).
     """
-    if not (temperature > 0 and math.isfinite(temperature)):
-        raise ValueError(f"temperature must be a finite number > 0, got {temperature}")
-    if not 0.0 <= label_smoothing <= 1.0:
-        raise ValueError(f"label_smoothing must be in [0, 1], got {label_smoothing}")
-    if kd_weight < 0 or ce_weight < 0:
-        raise ValueError(f"weights must be >= 0, got kd_weight={kd_weight}, ce_weight={ce_weight}")
+    check_settings(temperature, label_smoothing, kd_weight, ce_weight)
     vocab = student_logits.shape[-1]
     if kd_weight != 0 and (teacher_logits is None or teacher_logits.shape != student_logits.shape):
         got = None if teacher_logits is None else tuple(teacher_logits.shape)
         raise ValueError(f"teacher logits {got} must have the student's shape {tuple(student_logits.shape)}")
-    if tuple(labels.shape) != tuple(student_logits.shape[:-1]):
-        raise ValueError(f"labels shape {tuple(labels.shape)} does not match logits {tuple(student_logits.shape)}")
-    flat_labels = labels.reshape(-1).long()
-    rows = (flat_labels != IGNORE_INDEX) if kd_mask is None else kd_mask.reshape(-1)
-    kd_rows = rows.to(torch.float32)
-    kd_norm = resolve_normalizer(kd_rows, normalizer).to(torch.float32)
-    ce_norm = resolve_normalizer((flat_labels != IGNORE_INDEX).to(torch.float32), normalizer).to(torch.float32)
-    teacher = teacher_logits.reshape(-1, vocab) if teacher_logits is not None and kd_weight != 0 else None
-    return _DenseKDCE.apply(student_logits.reshape(-1, vocab), teacher, flat_labels, kd_rows, kd_norm, ce_norm,
-                            float(kd_weight), float(ce_weight), float(temperature), float(label_smoothing))
+    rows = row_weights(student_logits, labels, kd_mask, normalizer)
+    teacher = teacher_logits.detach().reshape(-1, vocab) if teacher_logits is not None and kd_weight != 0 else None
+
+    def logit_grad(s: Tensor, owned: bool) -> tuple[Tensor, Tensor, Tensor]:
+        # the teacher's logits are the caller's: only a converted copy may be overwritten
+        t = teacher.float() if teacher is not None else None
+        return dense_kd_ce_logit_grad(s, t, rows.labels, rows.kd_rows, rows.kd_norm, rows.ce_norm,
+                                      kd_weight=kd_weight, ce_weight=ce_weight, temperature=temperature,
+                                      label_smoothing=label_smoothing, owned=owned and t is not teacher)
+
+    return apply_closed_form(student_logits.reshape(-1, vocab), logit_grad, kd_weight, ce_weight)

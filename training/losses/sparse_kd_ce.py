@@ -25,12 +25,12 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Any
 
 import torch
 from torch import Tensor
 
-from training.losses.kd import IGNORE_INDEX, Normalizer, resolve_normalizer
+from training.losses.closed_form import apply_closed_form, check_settings, row_weights, subtract_ce_targets
+from training.losses.kd import IGNORE_INDEX, Normalizer
 
 __all__ = ["SparseKDCETerms", "sparse_kd_ce_logit_grad", "sparse_kd_ce_loss"]
 
@@ -151,65 +151,20 @@ def sparse_kd_ce_logit_grad(
             other = other + ce_rows
             listed = listed + ce_rows.unsqueeze(-1) * q_topk
             buf.mul_(other.unsqueeze(-1)).scatter_(-1, ids, listed)
-            _subtract_ce_targets(buf, safe, ce_rows, label_smoothing, vocab)
+            subtract_ce_targets(buf, safe, ce_rows, label_smoothing, vocab)
         else:
             buf.mul_(other.unsqueeze(-1)).scatter_(-1, ids, listed)
             if ce_weight != 0.0:
                 grad_ce = (s - lse1.unsqueeze(-1)).exp_().mul_(ce_rows.unsqueeze(-1))
-                _subtract_ce_targets(grad_ce, safe, ce_rows, label_smoothing, vocab)
+                subtract_ce_targets(grad_ce, safe, ce_rows, label_smoothing, vocab)
                 buf.add_(grad_ce)
                 del grad_ce
     elif ce_weight != 0.0:
         buf = (s - lse1.unsqueeze(-1)).exp_().mul_(ce_rows.unsqueeze(-1))
-        _subtract_ce_targets(buf, safe, ce_rows, label_smoothing, vocab)
+        subtract_ce_targets(buf, safe, ce_rows, label_smoothing, vocab)
     else:
         buf = buf.zero_() if buf is not s else torch.zeros_like(s)
     return kd_term, ce_term, buf
-
-
-class _SparseKDCE(torch.autograd.Function):
-    """``kd_weight * KD + ce_weight * CE`` on ``(N, V)`` logits; the gradient is computed in forward."""
-
-    @staticmethod
-    def forward(  # type: ignore[override]
-        ctx: Any,
-        logits: Tensor,
-        topk_ids: Tensor,
-        topk_logprobs: Tensor,
-        labels: Tensor,
-        kd_rows: Tensor,
-        kd_norm: Tensor,
-        ce_norm: Tensor,
-        kd_weight: float,
-        ce_weight: float,
-        temperature: float,
-        label_smoothing: float,
-    ) -> tuple[Tensor, Tensor, Tensor]:
-        s = logits.detach()
-        owned = s.dtype != torch.float32  # a dtype conversion is already a private copy
-        kd_term, ce_term, grad = sparse_kd_ce_logit_grad(
-            s.float(), topk_ids, topk_logprobs, labels, kd_rows, kd_norm, ce_norm, kd_weight=kd_weight,
-            ce_weight=ce_weight, temperature=temperature, label_smoothing=label_smoothing, owned=owned)
-        total = kd_weight * kd_term + ce_weight * ce_term
-        ctx.save_for_backward(grad)
-        ctx.input_dtype = logits.dtype
-        ctx.mark_non_differentiable(kd_term, ce_term)
-        return total, kd_term, ce_term
-
-    @staticmethod
-    @torch.autograd.function.once_differentiable
-    def backward(ctx: Any, grad_total: Tensor, *_: Tensor) -> tuple[Tensor | None, ...]:  # type: ignore[override]
-        (grad,) = ctx.saved_tensors
-        # the saved buffer is used once (once_differentiable): rescale it in place instead of copying (N, V)
-        grad = grad.mul_(grad_total).to(ctx.input_dtype)
-        return (grad,) + (None,) * 10
-
-
-def _subtract_ce_targets(grad: Tensor, safe_labels: Tensor, ce_rows: Tensor, eps: float, vocab: int) -> None:
-    """In place: ``grad -= ce_rows * ((1 - eps) onehot(y) + eps / V)`` per row; ``grad`` is ``(N, V)``."""
-    if eps != 0.0:
-        grad.sub_((ce_rows * (eps / vocab)).unsqueeze(-1))
-    grad.scatter_add_(-1, safe_labels, -(1.0 - eps) * ce_rows.unsqueeze(-1))
 
 
 def sparse_kd_ce_loss(
@@ -250,12 +205,7 @@ def sparse_kd_ce_loss(
         ``(total, terms)``: total is a 0-d fp32 tensor (nats per target token) differentiable w.r.t. the
         logits; ``terms`` holds the unweighted KD and CE values.
     """
-    if not (temperature > 0 and math.isfinite(temperature)):
-        raise ValueError(f"temperature must be a finite number > 0, got {temperature}")
-    if not 0.0 <= label_smoothing <= 1.0:
-        raise ValueError(f"label_smoothing must be in [0, 1], got {label_smoothing}")
-    if kd_weight < 0 or ce_weight < 0:
-        raise ValueError(f"weights must be >= 0, got kd_weight={kd_weight}, ce_weight={ce_weight}")
+    check_settings(temperature, label_smoothing, kd_weight, ce_weight)
     vocab = student_logits.shape[-1]
     if teacher_topk_ids.shape != teacher_topk_logprobs.shape:
         raise ValueError(f"top-k ids {tuple(teacher_topk_ids.shape)} and log-probs "
@@ -263,19 +213,16 @@ def sparse_kd_ce_loss(
     if tuple(teacher_topk_ids.shape[:-1]) != tuple(student_logits.shape[:-1]):
         raise ValueError(f"top-k shape {tuple(teacher_topk_ids.shape)} does not match logits "
                          f"{tuple(student_logits.shape)}")
-    if tuple(labels.shape) != tuple(student_logits.shape[:-1]):
-        raise ValueError(f"labels shape {tuple(labels.shape)} does not match logits {tuple(student_logits.shape)}")
     k = teacher_topk_ids.shape[-1]
     if not 1 <= k <= vocab:
         raise ValueError(f"K must be in [1, V={vocab}], got {k}")
-    logits = student_logits.reshape(-1, vocab)
-    flat_labels = labels.reshape(-1).long()
-    rows = (flat_labels != IGNORE_INDEX) if kd_mask is None else kd_mask.reshape(-1)
-    kd_rows = rows.to(torch.float32)
-    kd_norm = resolve_normalizer(kd_rows, normalizer).to(torch.float32)
-    ce_norm = resolve_normalizer((flat_labels != IGNORE_INDEX).to(torch.float32), normalizer).to(torch.float32)
-    total, kd, ce = _SparseKDCE.apply(
-        logits, teacher_topk_ids.reshape(-1, k), teacher_topk_logprobs.reshape(-1, k), flat_labels, kd_rows,
-        kd_norm, ce_norm, float(kd_weight), float(ce_weight), float(temperature), float(label_smoothing),
-    )
+    rows = row_weights(student_logits, labels, kd_mask, normalizer)
+    ids, logprobs = teacher_topk_ids.reshape(-1, k), teacher_topk_logprobs.reshape(-1, k)
+
+    def logit_grad(s: Tensor, owned: bool) -> tuple[Tensor, Tensor, Tensor]:
+        return sparse_kd_ce_logit_grad(s, ids, logprobs, rows.labels, rows.kd_rows, rows.kd_norm, rows.ce_norm,
+                                       kd_weight=kd_weight, ce_weight=ce_weight, temperature=temperature,
+                                       label_smoothing=label_smoothing, owned=owned)
+
+    total, kd, ce = apply_closed_form(student_logits.reshape(-1, vocab), logit_grad, kd_weight, ce_weight)
     return total, SparseKDCETerms(kd=kd, ce=ce)

@@ -81,10 +81,20 @@ def test_optimized_step_equals_reference(setup: dict[str, Path], tmp_path: Path,
     for name, g in ref_grads.items():
         assert _rel(grads[name], g) < grad_tol, name
     # Adam's first update is about lr * sign(g): a bf16 gradient entry near 0 may flip sign, moving that weight
-    # by up to 2 lr (6e-4) against weights of scale ~0.1
-    param_tol = 1e-2 if bf16 else 1e-5
+    # by up to 2 lr (6e-4) against weights of scale ~0.1. In fp32 the same holds for entries whose gradient is
+    # at rounding level (two correct computations may give them opposite signs): those may differ by 2 lr, every
+    # other weight within 1e-5 of the scale.
+    lr = 3e-4
     for name, p in trainer.student.named_parameters():
-        assert _rel(p.detach(), ref_params[name]) < param_tol, name
+        if bf16:
+            assert _rel(p.detach(), ref_params[name]) < 1e-2, name
+            continue
+        g = ref_grads[name]
+        at_rounding = g.abs() <= 1e-5 * g.abs().max()
+        diff = (p.detach() - ref_params[name]).abs()
+        scale = float(ref_params[name].abs().max())
+        assert float(torch.where(at_rounding, 0.0, diff).max()) <= 1e-5 * scale, name
+        assert float(torch.where(at_rounding, diff, 0.0).max()) <= 2.01 * lr, name
 
 
 def test_reference_check_can_fail(setup: dict[str, Path], tmp_path: Path) -> None:

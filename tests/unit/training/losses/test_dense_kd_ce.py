@@ -45,7 +45,7 @@ def test_value_and_gradient_equal_composed_reference(seed: int, n: int, vocab: i
     logits, teacher, labels = _case(seed, n, vocab, scale)
     if three_d:
         logits, teacher, labels = logits.unsqueeze(0), teacher.unsqueeze(0), labels.unsqueeze(0)
-    a = logits.clone().requires_grad_()
+    a = logits.double().requires_grad_()
     b = logits.clone().requires_grad_()
     ref = a.sum() * 0.0
     if kd_w:
@@ -58,10 +58,11 @@ def test_value_and_gradient_equal_composed_reference(seed: int, n: int, vocab: i
     (2.0 * got).backward()
     assert abs(float(got.detach()) - float(ref.detach())) <= 1e-5 * max(1.0, abs(float(ref.detach())))
     assert a.grad is not None and b.grad is not None and b.grad.shape == a.grad.shape
-    if float(a.grad.abs().max()) > 0:
-        assert _rel(b.grad, a.grad) <= 1e-5
-    else:
-        assert float(b.grad.abs().max()) == 0.0
+    # fp32 against the float64 reference; near-equal student and teacher make q - p cancel, so the bound has
+    # a term relative to the gradient's own scale and one relative to the per-entry bound of its pieces
+    scale = (kd_w * temp + ce_w) / max(1.0, norm if norm is not None else float((labels != -100).sum()))
+    err = float((b.grad.double() - a.grad).abs().max())
+    assert err <= 1e-5 * float(a.grad.abs().max()) + 32 * torch.finfo(torch.float32).eps * scale
     if kd_w:
         want = forward_kl(logits, teacher, mask=labels != -100, temperature=temp, normalizer=norm)
         assert abs(float(kd) - float(want)) <= 1e-5 * max(1.0, abs(float(want)))

@@ -58,7 +58,7 @@ def test_value_and_gradient_equal_composed_reference(seed: int, n: int, vocab: i
                                                      norm: float | None) -> None:
     k = max(1, min(vocab, round(k_frac * vocab)))
     logits, ids, logprobs, labels = _case(seed, n, vocab, k, scale)
-    a = logits.clone().requires_grad_()
+    a = logits.double().requires_grad_()
     b = logits.clone().requires_grad_()
     ref = _reference(a, ids, logprobs, labels, kd_w, ce_w, temp, eps, norm)
     got, terms = sparse_kd_ce_loss(b, ids, logprobs, labels, kd_weight=kd_w, ce_weight=ce_w, temperature=temp,
@@ -68,10 +68,11 @@ def test_value_and_gradient_equal_composed_reference(seed: int, n: int, vocab: i
     tol = 1e-5 * max(1.0, abs(float(ref.detach())))
     assert abs(float(got.detach()) - float(ref.detach())) <= tol
     assert a.grad is not None and b.grad is not None
-    if float(a.grad.abs().max()) > 0:
-        assert _rel(b.grad, a.grad) <= 1e-5
-    else:
-        assert float(b.grad.abs().max()) == 0.0
+    # fp32 against the float64 reference; near-equal student and teacher make q - p cancel, so the bound has
+    # a term relative to the gradient's own scale and one relative to the per-entry bound of its pieces
+    scale = (kd_w * temp + ce_w) / max(1.0, norm if norm is not None else float((labels != -100).sum()))
+    err = float((b.grad.double() - a.grad).abs().max())
+    assert err <= 1e-5 * float(a.grad.abs().max()) + 32 * torch.finfo(torch.float32).eps * scale
     if kd_w:
         kd = sparse_topk_kl(logits, ids, logprobs, mask=labels != -100, temperature=temp, normalizer=norm)
         assert abs(float(terms.kd) - float(kd)) <= 1e-5 * max(1.0, abs(float(kd)))
