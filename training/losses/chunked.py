@@ -75,12 +75,14 @@ def _closed_form_chunk(
     ce_norm: Tensor,
     cfg: _Settings,
 ) -> tuple[Tensor, Tensor, Tensor]:
-    """Forward KL + CE on one chunk with closed-form gradients, holding about four ``(C, V)`` buffers.
+    """Forward KL + CE on one chunk with closed-form gradients (:mod:`training.losses.dense_kd_ce` or, for a
+    top-k teacher, :mod:`training.losses.sparse_kd_ce`), holding a few ``(C, V)`` buffers.
 
     Args:
         h_c: student hidden states of the chunk ``(C, H)`` in the compute dtype.
         w: student lm_head weight ``(V, H)`` in the compute dtype.
-        teacher: ``(teacher_hidden (C, H_t), teacher_weight (V, H_t))``, or ``None`` when ``kd_weight == 0``.
+        teacher: ``(teacher_hidden (C, H_t), teacher_weight (V, H_t))`` for a dense teacher,
+            ``(topk_ids (C, K), topk_logprobs (C, K))`` for a top-k one, ``None`` when ``kd_weight == 0``.
         labels: int64 ``(C,)``.
         kd_w: float KD token weights ``(C,)``.
         kd_norm: 0-d KD normalizer (tokens).
@@ -92,34 +94,14 @@ def _closed_form_chunk(
         normalizer, unweighted; 0-d) and the gradient of ``kd_weight * kd + ce_weight * ce`` w.r.t. the
         chunk's logits ``h_c @ w.T``, ``(C, V)``.
     """
-    t_logits = teacher[0] @ teacher[1].T if cfg.kd_weight != 0 and teacher is not None else None
-    return dense_kd_ce_logit_grad(
-        h_c @ w.T, t_logits, labels, kd_w, kd_norm, ce_norm, kd_weight=cfg.kd_weight, ce_weight=cfg.ce_weight,
-        temperature=cfg.temperature, label_smoothing=cfg.label_smoothing, ignore_index=cfg.ignore_index,
-        owned=True)
-
-
-def _sparse_closed_form_chunk(
-    h_c: Tensor,
-    w: Tensor,
-    teacher: tuple[Tensor, Tensor] | None,
-    labels: Tensor,
-    kd_w: Tensor,
-    kd_norm: Tensor,
-    ce_norm: Tensor,
-    cfg: _Settings,
-) -> tuple[Tensor, Tensor, Tensor]:
-    """Sparse top-k forward KL + CE on one chunk with closed-form gradients (one ``(C, V)`` buffer).
-
-    Args and returns as :func:`_closed_form_chunk`, with ``teacher = (topk_ids (C, K), topk_logprobs (C, K))``.
-    """
-    ids, logprobs = teacher if teacher is not None else (labels.new_zeros((labels.shape[0], 1)), None)
-    if logprobs is None:  # kd_weight == 0: the ids are never read
-        logprobs = h_c.new_zeros(ids.shape)
-    return sparse_kd_ce_logit_grad(
-        h_c @ w.T, ids, logprobs, labels, kd_w, kd_norm, ce_norm, kd_weight=cfg.kd_weight,
-        ce_weight=cfg.ce_weight, temperature=cfg.temperature, label_smoothing=cfg.label_smoothing,
-        ignore_index=cfg.ignore_index, owned=True)
+    settings = {"kd_weight": cfg.kd_weight, "ce_weight": cfg.ce_weight, "temperature": cfg.temperature,
+                "label_smoothing": cfg.label_smoothing, "ignore_index": cfg.ignore_index, "owned": True}
+    if cfg.kd_weight == 0 or teacher is None:
+        return dense_kd_ce_logit_grad(h_c @ w.T, None, labels, kd_w, kd_norm, ce_norm, **settings)
+    if teacher[0].is_floating_point():
+        return dense_kd_ce_logit_grad(h_c @ w.T, teacher[0] @ teacher[1].T, labels, kd_w, kd_norm, ce_norm,
+                                      **settings)
+    return sparse_kd_ce_logit_grad(h_c @ w.T, teacher[0], teacher[1], labels, kd_w, kd_norm, ce_norm, **settings)
 
 
 def _autograd_chunk(
@@ -227,8 +209,7 @@ class _ChunkedKDCE(torch.autograd.Function):
                     teacher = (teacher_hidden[pick].detach().to(cdtype), tw)
                 elif topk_ids is not None and topk_logprobs is not None:
                     teacher = (topk_ids[pick], topk_logprobs[pick])
-            chunk_fn = (_autograd_chunk if not closed_form else
-                        _sparse_closed_form_chunk if topk_ids is not None else _closed_form_chunk)
+            chunk_fn = _closed_form_chunk if closed_form else _autograd_chunk
             kd_c, ce_c, dlogits = chunk_fn(h_c, w, teacher, labels[pick], kd_w[pick], kd_norm, ce_norm, cfg)
             kd_total += kd_c
             ce_total += ce_c
