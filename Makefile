@@ -14,6 +14,9 @@ STAMP := $(VENV)/.distillery-setup-stamp
 LOCK := requirements.lock
 OUT ?= runs/toy
 PYTEST_ARGS ?=
+# pytest-xdist: 2 worker processes (CI has 2 cores), whole files per worker so a file's module-scoped fixtures are
+# built once; tests/conftest.py gives each worker one torch/OpenMP thread. PYTEST_XDIST= runs serially.
+PYTEST_XDIST ?= -n 2 --dist loadfile
 
 .PHONY: bench-venv bench-kd setup lock test test-unit test-integration distill judge reasoning teacher lint format readiness bench clean help
 
@@ -44,15 +47,15 @@ lock:  ## refresh requirements.lock (all extras resolved afresh in a temporary v
 
 test: setup  ## unit + integration tests with branch coverage (reports/junit.xml, reports/coverage.json)
 	@mkdir -p reports
-	$(BIN)/python -m pytest tests/unit tests/integration -m "not real_model" \
+	$(BIN)/python -m pytest $(PYTEST_XDIST) tests/unit tests/integration -m "not real_model" \
 		--cov --cov-config=coverage.toml --cov-report=term:skip-covered \
 		--cov-report=json:reports/coverage.json --junitxml=reports/junit.xml $(PYTEST_ARGS)
 
 test-unit: setup  ## unit tests only (fast)
-	$(BIN)/python -m pytest tests/unit $(PYTEST_ARGS)
+	$(BIN)/python -m pytest $(PYTEST_XDIST) tests/unit $(PYTEST_ARGS)
 
 test-integration: setup  ## integration tests only
-	$(BIN)/python -m pytest tests/integration $(PYTEST_ARGS)
+	$(BIN)/python -m pytest $(PYTEST_XDIST) tests/integration $(PYTEST_ARGS)
 
 distill: setup  ## bundled end-to-end pipeline: KD vs scratch, exports; OUT=dir (default runs/toy)
 	$(BIN)/python -m training.pipeline --config configs/toy.yaml --out $(OUT)

@@ -6,14 +6,22 @@ import os
 from collections.abc import Iterator
 from pathlib import Path
 
-import pytest
-import torch
+# Under pytest-xdist (`make test` runs `-n 2`) each worker process gets one core: one torch thread, and one
+# OpenMP/MKL/OpenBLAS thread for this process and the subprocesses tests launch (they inherit os.environ). Two
+# workers with two threads each on 2 cores run tiny models several times slower. Set before torch is imported.
+XDIST_WORKER = os.environ.get("PYTEST_XDIST_WORKER")
+if XDIST_WORKER:
+    for _name in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
+        os.environ.setdefault(_name, "1")
 
-from training.model import Student
-from training.model_config import ModelConfig
-from training.tokenizer import DistilleryTokenizer
+import pytest  # noqa: E402
+import torch  # noqa: E402
 
-torch.set_num_threads(int(os.environ.get("DISTILLERY_TEST_THREADS", "2")))
+from training.model import Student  # noqa: E402
+from training.model_config import ModelConfig  # noqa: E402
+from training.tokenizer import DistilleryTokenizer  # noqa: E402
+
+torch.set_num_threads(int(os.environ.get("DISTILLERY_TEST_THREADS", "1" if XDIST_WORKER else "2")))
 
 
 @pytest.fixture
