@@ -16,7 +16,10 @@ OUT ?= runs/toy
 PYTEST_ARGS ?=
 # pytest-xdist: 2 worker processes (CI has 2 cores), whole files per worker so a file's module-scoped fixtures are
 # built once; tests/conftest.py gives each worker one torch/OpenMP thread. PYTEST_XDIST= runs serially.
-PYTEST_XDIST ?= -n 2 --dist loadfile
+# Files are handed out in collection order (--no-loadscope-reorder; xdist's default sends files with the most tests
+# first, which leaves the slow one-test export and training files for last): `make test` lists tests/integration
+# first, so the slow files start early and the many short unit files even out the two workers' ends.
+PYTEST_XDIST ?= -n 2 --dist loadfile --no-loadscope-reorder
 
 .PHONY: bench-venv bench-kd setup lock test test-unit test-integration distill judge reasoning teacher lint format readiness bench clean help
 
@@ -47,7 +50,7 @@ lock:  ## refresh requirements.lock (all extras resolved afresh in a temporary v
 
 test: setup  ## unit + integration tests with branch coverage (reports/junit.xml, reports/coverage.json)
 	@mkdir -p reports
-	$(BIN)/python -m pytest $(PYTEST_XDIST) tests/unit tests/integration -m "not real_model" \
+	$(BIN)/python -m pytest $(PYTEST_XDIST) tests/integration tests/unit -m "not real_model" \
 		--cov --cov-config=coverage.toml --cov-report=term:skip-covered \
 		--cov-report=json:reports/coverage.json --junitxml=reports/junit.xml $(PYTEST_ARGS)
 
