@@ -23,8 +23,8 @@ import torch
 
 from training.kd.config import KDConfig
 from training.kd.trainer import KDTrainer
-from training.latent_curriculum import LatentTrainer, evaluate_latent
 from training.model import Student
+from training.reasoning.latent_curriculum import LatentTrainer, evaluate_latent
 from training.reasoning_pipeline import (
     build_tokenizer,
     evaluate_text_student,

@@ -13,9 +13,9 @@ from pathlib import Path
 
 import torch
 
-from training.latent_curriculum import LatentCurriculumConfig, LatentTrainer, evaluate_latent
-from training.latent_model import LatentStudent
 from training.model import Student
+from training.reasoning.latent_curriculum import LatentCurriculumConfig, LatentTrainer, evaluate_latent
+from training.reasoning.latent_model import LatentStudent
 from training.reasoning_pipeline import (
     ReasoningConfig,
     build_tokenizer,

@@ -72,7 +72,7 @@ CONFIGS: tuple[ConfigDoc, ...] = (
               "the arguments and flags of `python -m arbiter.judge_export`"),
 )
 """The documented models. Not listed yet (their modules are being reworked): the latent curriculum
-(``training.latent_curriculum``) and the reasoning pipeline (``training.reasoning_pipeline``)."""
+(``training.reasoning.latent_curriculum``) and the reasoning pipeline (``training.reasoning_pipeline``)."""
 
 
 def load(target: str) -> type[BaseModel]:

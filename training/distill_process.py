@@ -1,11 +1,11 @@
 """Process-supervised distillation: ``python -m training.distill_process --config configs/process.yaml [key=value ...]``.
 
-KD + CE with per-token weights from step correctness (see :mod:`training.process_losses` for the scheme):
-:class:`ProcessTrainer` is a :class:`~training.trainer.KDTrainer` whose stream yields step-annotated batches
+KD + CE with per-token weights from step correctness (see :mod:`training.reasoning.process_losses` for the scheme):
+:class:`ProcessTrainer` is a :class:`~training.kd.trainer.KDTrainer` whose stream yields step-annotated batches
 (:mod:`training.step_data`) and whose micro-batch loss applies the weights; resume, checkpoints, gradient
 accumulation, evaluation and the student artifact are the KD trainer's.
 
-Config: a KD config (:class:`~training.kd_config.KDConfig`, same sections) plus a ``process`` section
+Config: a KD config (:class:`~training.kd.config.KDConfig`, same sections) plus a ``process`` section
 (:class:`ProcessSection`): ``correct_weight``, ``wrong_weight``, ``answer_weight``, ``unlikelihood_weight``,
 ``unlikelihood_scope``, ``toolcall_name_weight``, ``toolcall_structure_weight``, ``weights_from``
 (``labels``: the data's ``step_labels``; ``judge``: a judge's step scores) and ``judge`` (a directory loaded
@@ -15,7 +15,7 @@ through ``arbiter.judge``: ``Judge.load(DIR)``, scored with
 
 Evaluation adds, for ``task: arithmetic``, ``step_accuracy`` (share of generated steps that pass
 :func:`training.tasks.arithmetic.verify_steps`) and ``steps_per_example``; for ``task: toolcall``,
-``json_valid`` / ``json_repaired`` / ``json_invalid`` (:func:`training.toolcall_supervision.json_validity`).
+``json_valid`` / ``json_repaired`` / ``json_invalid`` (:func:`training.reasoning.toolcall_supervision.json_validity`).
 
 Step-labelled data: ``python -m training.step_data --task arithmetic --n 4000 --corrupt-fraction 0.5
 --out data/process``.
@@ -24,7 +24,6 @@ Step-labelled data: ``python -m training.step_data --task arithmetic --n 4000 --
 from __future__ import annotations
 
 import argparse
-import importlib
 import json
 import math
 import sys
@@ -43,12 +42,12 @@ from training.kd.data_adapter import val_batches
 from training.kd.evaluation import evaluate_loss, generate_completions
 from training.kd.trainer import KDTrainer, TrainerHook, TrainResult
 from training.losses import IGNORE_INDEX, KDLossWeights
-from training.process_losses import ProcessWeights, process_loss, process_token_weights
-from training.step_data import KIND_STEP, StepExampleStream, StepScorer
+from training.reasoning.process_losses import ProcessWeights, process_loss, process_token_weights
+from training.reasoning.step_data import KIND_STEP, StepExampleStream, StepScorer
+from training.reasoning.toolcall_supervision import json_validity
 from training.tasks import get_task
 from training.tasks.arithmetic import verify_steps
 from training.tasks.markup import parse_completion
-from training.toolcall_supervision import json_validity
 
 __all__ = [
     "ProcessConfig",
@@ -66,7 +65,7 @@ STEP_BATCH_KEYS = ("step_weight", "span_kind", "step_index")
 
 
 class ProcessSection(ProcessWeights):
-    """The ``process`` section: the weights of :class:`~training.process_losses.ProcessWeights` and where
+    """The ``process`` section: the weights of :class:`~training.reasoning.process_losses.ProcessWeights` and where
     step scores come from."""
 
     weights_from: Literal["labels", "judge"] = Field("labels",
@@ -86,7 +85,7 @@ class ProcessSection(ProcessWeights):
 
 
 class ProcessConfig(KDConfig):
-    """A KD run with process supervision: :class:`~training.kd_config.KDConfig` plus ``process``."""
+    """A KD run with process supervision: :class:`~training.kd.config.KDConfig` plus ``process``."""
 
     num_threads: int | None = Field(1, gt=0, description="torch CPU threads (default 1 on shared machines)")
     process: ProcessSection = Field(ProcessSection(),
@@ -132,34 +131,16 @@ def bind_step_scorer(judge: Any, step_weights: StepWeightsFn) -> StepScorer:
 
 
 def load_judge_scorer(directory: str | Path) -> StepScorer:
-    """Load a judge through ``arbiter.judge`` and bind it to ``arbiter.judge.step_weights``.
-
-    The judge object is what ``step_weights`` scores with (it calls ``judge.score_steps``): ``Judge.load(DIR)``,
-    else ``Judge.from_pretrained(DIR)``. ``arbiter.judge.load_judge`` is the artifact loader and returns the
-    parts ``(model, spec, tokenizer)``; when a module offers only that, the parts are wrapped in ``Judge``
-    (a bare tuple is never passed to ``step_weights``).
+    """Load a judge with :meth:`arbiter.judge.Judge.load` and bind it to :func:`arbiter.judge.step_weights`
+    (which scores through ``judge.score_steps``).
 
     Raises:
-        ConfigFileError: ``arbiter.judge`` cannot be imported or lacks a loader or ``step_weights``.
+        ConfigFileError: the loaded judge has no ``score_steps``.
     """
-    try:
-        module = importlib.import_module("arbiter.judge")
-    except ImportError as exc:
-        raise ConfigFileError(f"process.judge needs arbiter.judge, which cannot be imported ({exc})") from exc
-    step_weights = getattr(module, "step_weights", None)
-    if not callable(step_weights):
-        raise ConfigFileError("arbiter.judge has no step_weights(judge, prompt, steps)")
-    judge_cls = getattr(module, "Judge", None)
+    from arbiter.judge import Judge, step_weights  # on use: runs on step labels do not load the judge stack
+
     path = Path(directory)
-    if callable(getattr(judge_cls, "load", None)):
-        judge = judge_cls.load(path)  # type: ignore[union-attr]
-    elif callable(getattr(judge_cls, "from_pretrained", None)):
-        judge = judge_cls.from_pretrained(path)  # type: ignore[union-attr]
-    elif judge_cls is not None and callable(getattr(module, "load_judge", None)):
-        judge = judge_cls(*module.load_judge(path))
-    else:
-        raise ConfigFileError("arbiter.judge offers neither Judge.load(path), Judge.from_pretrained(path) nor "
-                              "Judge plus load_judge(path)")
+    judge = Judge.load(path)
     if not callable(getattr(judge, "score_steps", None)):
         raise ConfigFileError(f"the judge loaded from {path} ({type(judge).__name__}) has no score_steps")
     return bind_step_scorer(judge, step_weights)
@@ -175,7 +156,7 @@ def process_task_metrics(task: str, examples: Sequence[Mapping[str, Any]], texts
 
     ``arithmetic``: ``step_accuracy`` (verified generated steps / generated steps, over all examples; 0.0
     when no step was generated) and ``steps_per_example``. ``toolcall``: the shares of
-    :func:`~training.toolcall_supervision.json_validity`. Other tasks: ``{}``.
+    :func:`~training.reasoning.toolcall_supervision.json_validity`. Other tasks: ``{}``.
     """
     if len(examples) != len(texts):
         raise ValueError(f"{len(examples)} examples but {len(texts)} generated texts")
@@ -200,11 +181,11 @@ def process_task_metrics(task: str, examples: Sequence[Mapping[str, Any]], texts
 
 
 class ProcessTrainer(KDTrainer):
-    """:class:`~training.trainer.KDTrainer` with step-annotated batches and per-token process weights.
+    """:class:`~training.kd.trainer.KDTrainer` with step-annotated batches and per-token process weights.
 
     Args:
         cfg: the run's :class:`ProcessConfig`.
-        stop_after_steps, hooks, teacher: as for :class:`~training.trainer.KDTrainer`.
+        stop_after_steps, hooks, teacher: as for :class:`~training.kd.trainer.KDTrainer`.
         step_scorer: ``(prompt, steps) -> scores`` used when ``process.weights_from=judge`` (overrides
             ``process.judge``; see :func:`bind_step_scorer`).
     """
@@ -312,7 +293,7 @@ def train_process_student(config: ProcessConfig | Mapping[str, Any] | str | Path
                           step_scorer: StepScorer | None = None, teacher: Any | None = None,
                           hooks: list[TrainerHook] | None = None,
                           stop_after_steps: int | None = None) -> TrainResult:
-    """Train a process-supervised student and return the :class:`~training.trainer.TrainResult`.
+    """Train a process-supervised student and return the :class:`~training.kd.trainer.TrainResult`.
 
     Args:
         config: a :class:`ProcessConfig`, a mapping of one (validated here), or a YAML file.

@@ -8,7 +8,7 @@ same data and student shape, **every student for ``train.steps`` optimizer steps
   always writes a chain of thought, so its token distributions do not fit answer-only sequences);
 * ``cot``: chain-of-thought completions, KD from the teacher + CE (CE alone without a teacher);
 * ``latent``: the CoT run forked at ``steps - curriculum`` steps and continued through the latent curriculum
-  (:mod:`training.latent_curriculum`) for the rest of the budget; at the final stage every step is reasoned
+  (:mod:`training.reasoning.latent_curriculum`) for the rest of the budget; at the final stage every step is reasoned
   in hidden states and only the answer is decoded;
 * ``cot_corrupted``: CoT (KD + CE) on the partly corrupted data (``process.corrupt_fraction``), step labels
   unused: the fair baseline of the process students;
@@ -18,7 +18,7 @@ same data and student shape, **every student for ``train.steps`` optimizer steps
 * int8: the CoT student quantized per channel (max-abs scales, ``plain``), against a twin run that shares
   its first ``qat.start_fraction`` of training and then trains quantization-aware (learned scales, ``qat``).
 
-Evaluation is greedy decoding on held-out prompts (never trained on, see :mod:`training.toy_data`):
+Evaluation is greedy decoding on held-out prompts (never trained on, see :mod:`training.data.toy_data`):
 ``accuracy`` (right answer), ``step_accuracy`` (share of generated textual steps that verify as a derivation
 from the question; ``null`` for students that write no steps), ``mean_generated_tokens`` (decoded tokens after
 the prompt, eos included; for the latent student the tokens after ``<eot>``, with its latent positions
@@ -65,15 +65,15 @@ from training.kd.quant_qat_int8 import (
     shadow_fp32,
 )
 from training.kd.trainer import KDTrainer
-from training.latent_curriculum import (
+from training.model import Student
+from training.reasoning.latent_curriculum import (
     LatentCurriculumConfig,
     LatentTrainer,
     evaluate_latent,
     step_metrics,
 )
-from training.latent_model import save_latent_student
-from training.model import Student
-from training.step_data import mix_corrupted
+from training.reasoning.latent_model import save_latent_student
+from training.reasoning.step_data import mix_corrupted
 from training.tasks import get_task
 from training.tasks.markup import format_completion
 from training.tokenizer import DistilleryTokenizer
@@ -261,7 +261,7 @@ def kd_run_config(cfg: ReasoningConfig, out_dir: Path, tokenizer_dir: str, teach
 
 
 def train_kd_student(cfg_dict: dict[str, Any]) -> tuple[Student, dict[str, Any]]:
-    """Train with :class:`~training.trainer.KDTrainer`; returns the student and a summary."""
+    """Train with :class:`~training.kd.trainer.KDTrainer`; returns the student and a summary."""
     result = KDTrainer(KDConfig.model_validate(cfg_dict)).train()
     if result.student_dir is None:
         raise RuntimeError(f"training in {cfg_dict['out_dir']} ended with status {result.status}")
@@ -285,7 +285,7 @@ def train_cot_forks(cfg: ReasoningConfig, base: dict[str, Any], out: Path, laten
 
     * at ``latent_fork`` its weights start the latent curriculum (the latent student's CoT stage);
     * at the QAT start step (``qat.start_fraction``) a checkpoint is copied and a twin continues from it
-      quantization-aware (:class:`~training.quant_qat_int8.QATHook`).
+      quantization-aware (:class:`~training.kd.quant_qat_int8.QATHook`).
 
     Returns (CoT student, summary, QAT student (QAT modules on), summary, latent init).
     """

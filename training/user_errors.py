@@ -49,7 +49,7 @@ _REGISTERED: set[str] = {
     "training.teachers.cache_builder.CacheBuildError",
     "training.teachers.token_mapping.TokenMappingError",
     "training.teachers.topk_storage.CacheFormatError",
-    "training.step_data.StepAlignmentError",
+    "training.reasoning.step_data.StepAlignmentError",
     "training.ops.run_control.RunControlError",
     "training.versions.VersionError",
     "training.ops.queue_daemon.QueueError",

@@ -22,7 +22,7 @@ from arbiter.judge_training.config import JudgeTrainConfig
 from arbiter.judge_training.train import train_judge
 from training.data.toy_data import write_jsonl
 from training.distill_process import ProcessConfig, ProcessTrainer, load_judge_scorer, train_process_student
-from training.step_data import KIND_STEP
+from training.reasoning.step_data import KIND_STEP
 from training.tasks import get_task
 from training.tasks.arithmetic import corrupt
 

@@ -12,7 +12,7 @@ import yaml
 from kd_helpers import make_tiny_setup
 
 from training.kd.quant_qat_int8 import dequantize, load_int8
-from training.latent_model import load_latent_student
+from training.reasoning.latent_model import load_latent_student
 from training.reasoning_pipeline import STUDENTS, load_reasoning_config, main, resolve_teacher
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")

@@ -4,7 +4,7 @@ Modules: :mod:`~training.losses.kd` (divergences, cross-entropy, hidden-state lo
 its weights; the conventions shared by every token-level loss are documented there),
 :mod:`~training.losses.sparse_kd_ce` (fused KD + CE over a sparse top-k teacher),
 :mod:`~training.losses.chunked` (the same losses over sequence chunks, without materializing ``(N, V)``
-logits). The process (per-step) losses of the reasoning pipeline live in :mod:`training.process_losses`.
+logits). The process (per-step) losses of the reasoning pipeline live in :mod:`training.reasoning.process_losses`.
 """
 
 from training.losses.kd import (

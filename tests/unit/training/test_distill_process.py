@@ -30,8 +30,8 @@ from training.distill_process import (
 )
 from training.kd.config import ConfigFileError
 from training.losses import KDLossWeights
-from training.process_losses import process_loss, process_token_weights
-from training.step_data import KIND_STEP, mix_corrupted
+from training.reasoning.process_losses import process_loss, process_token_weights
+from training.reasoning.step_data import KIND_STEP, mix_corrupted
 from training.tasks import get_task
 
 REPO = Path(__file__).resolve().parents[3]
@@ -177,10 +177,14 @@ def test_judge_scores_replace_the_labels(setup: dict[str, Path], tmp_path: Path,
         return [0.75] + [0.25] * (len(steps) - 1)
 
     class FakeJudge:
-        """Stands in for arbiter.judge.Judge; its parts are what load_judge returns (a tuple)."""
+        """Stands in for arbiter.judge.Judge."""
 
-        def __init__(self, *parts: Any) -> None:
-            self.parts = parts
+        def __init__(self, path: Path) -> None:
+            self.path = path
+
+        @classmethod
+        def load(cls, path: Path) -> FakeJudge:
+            return cls(Path(path))
 
         def score_steps(self, prompt: str, steps: list[str]) -> None:
             raise AssertionError("scored through step_weights, not directly")
@@ -188,22 +192,21 @@ def test_judge_scores_replace_the_labels(setup: dict[str, Path], tmp_path: Path,
     judge_dir = tmp_path / "judge"
     fake = types.ModuleType("arbiter.judge")
     fake.Judge = FakeJudge  # type: ignore[attr-defined]
-    fake.load_judge = lambda path: ("model", "spec", Path(path))  # type: ignore[attr-defined]
     fake.step_weights = step_weights  # type: ignore[attr-defined]
     monkeypatch.setitem(sys.modules, "arbiter.judge", fake)
     cfg = process_config(setup, tmp_path / "run", process={"weights_from": "judge", "judge": str(judge_dir)})
     trainer = ProcessTrainer(cfg)
     batch = next(iter(trainer.stream))
-    # the tuple from load_judge is wrapped into a judge object: step_weights never sees a bare tuple
-    assert calls and isinstance(calls[0][0], FakeJudge) and calls[0][0].parts == ("model", "spec", judge_dir)
+    # step_weights scores with the judge Judge.load returned
+    assert calls and isinstance(calls[0][0], FakeJudge) and calls[0][0].path == judge_dir
     index, weight = batch["step_index"], batch["step_weight"]
     assert torch.all(weight[index == 0] == 0.75) and torch.all(weight[index > 0] == 0.25)
     result = train_process_student(process_data(setup, tmp_path / "api"),
                                    ["optim.max_steps=2", "eval.every=2", "process.weights_from=judge"],
                                    step_scorer=lambda prompt, steps: [1.0] * len(steps))
     assert result.status == "completed" and result.student_dir is not None
-    monkeypatch.setitem(sys.modules, "arbiter.judge", types.ModuleType("arbiter.judge"))
-    with pytest.raises(ConfigFileError, match="step_weights"):
+    fake.Judge = types.SimpleNamespace(load=lambda path: object())  # type: ignore[attr-defined]
+    with pytest.raises(ConfigFileError, match="score_steps"):
         load_judge_scorer(judge_dir)
 
 

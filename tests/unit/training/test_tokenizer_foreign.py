@@ -167,7 +167,7 @@ _ROUND_TRIP_TOKENIZER = DistilleryTokenizer.load(
 
 def test_reasoning_features_refuse_a_foreign_tokenizer(foreign_dir: Path) -> None:
     from arbiter.judge_training.encoding import encode_input
-    from training.latent_data import encode_latent_example
+    from training.reasoning.latent_data import encode_latent_example
 
     tok = DistilleryTokenizer.load(foreign_dir)
     with pytest.raises(TokenizerMismatchError, match="latent curriculum needs a Distillery-trained tokenizer"):

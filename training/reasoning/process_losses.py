@@ -8,7 +8,7 @@ the loss of a batch is the sum of the losses of its micro-batches, so the update
 split. Losses are in nats per target token.
 
 Weighting scheme (:func:`process_token_weights`). Every completion target ``t`` has a span kind and a
-correctness score ``s_t`` in ``[0, 1]`` (from :func:`training.step_data.collate_steps`: the step label, or a
+correctness score ``s_t`` in ``[0, 1]`` (from :func:`training.reasoning.step_data.collate_steps`: the step label, or a
 judge's score, of the step whose token ``labels[t]`` is; for the answer the smallest step score; 1.0 for
 everything else). With ``c = correct_weight``, ``w = wrong_weight``, ``a = answer_weight``,
 ``n = toolcall_name_weight`` and ``g = toolcall_structure_weight``::
@@ -56,7 +56,7 @@ from training.losses import (
     sparse_topk_kl,
     token_weights,
 )
-from training.step_data import KIND_ANSWER, KIND_STEP, KIND_TOOL_NAME, KIND_TOOL_STRUCTURE
+from training.reasoning.step_data import KIND_ANSWER, KIND_STEP, KIND_TOOL_NAME, KIND_TOOL_STRUCTURE
 
 __all__ = [
     "ProcessTokenWeights",
@@ -72,7 +72,7 @@ __all__ = [
 ]
 
 SpanLike = Any
-"""Anything with integer ``start`` and ``end`` attributes (a :class:`training.step_data.TokenSpan`) or a
+"""Anything with integer ``start`` and ``end`` attributes (a :class:`training.reasoning.step_data.TokenSpan`) or a
 ``(start, end)`` pair: tokens ``[start, end)`` of ``input_ids``."""
 
 
@@ -118,7 +118,7 @@ def process_token_weights(labels: Tensor, step_weight: Tensor, span_kind: Tensor
 
     Args:
         labels: int64 ``(B, T)``, -100 where there is no target.
-        step_weight: float ``(B, T)`` correctness scores in ``[0, 1]`` (see :func:`~training.step_data.collate_steps`).
+        step_weight: float ``(B, T)`` correctness scores in ``[0, 1]`` (see :func:`~training.reasoning.step_data.collate_steps`).
         span_kind: int64 ``(B, T)`` ``KIND_*`` constants of :mod:`training.step_data`.
         step_index: int64 ``(B, T)``, the step of each step position, -1 elsewhere.
         weights: the scheme's weights.

@@ -15,7 +15,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from training.data import Example, QuarantineLog, StreamConfig, encode_example
-from training.step_data import (
+from training.reasoning.step_data import (
     KIND_ANSWER,
     KIND_NONE,
     KIND_OTHER,
@@ -28,13 +28,13 @@ from training.step_data import (
     TokenSpan,
     collate_steps,
     encode_steps,
-    main,
     mix_corrupted,
 )
+from training.reasoning.toolcall_supervision import json_structure_chars
+from training.step_data import main
 from training.tasks import arithmetic, get_task
 from training.tasks.jsonl import read_jsonl, write_jsonl
 from training.tokenizer import SPECIAL_IDS, DistilleryTokenizer
-from training.toolcall_supervision import json_structure_chars
 
 STEP_OPEN, STEP_CLOSE = SPECIAL_IDS["<step>"], SPECIAL_IDS["</step>"]
 ANSWER_OPEN, ANSWER_CLOSE = SPECIAL_IDS["<answer>"], SPECIAL_IDS["</answer>"]

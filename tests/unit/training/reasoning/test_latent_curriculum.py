@@ -7,7 +7,9 @@ import pytest
 import torch
 from pydantic import ValidationError
 
-from training.latent_curriculum import (
+from training.model import Student
+from training.model_config import ModelConfig
+from training.reasoning.latent_curriculum import (
     LatentCurriculumConfig,
     LatentTrainer,
     evaluate_latent,
@@ -16,10 +18,8 @@ from training.latent_curriculum import (
     step_metrics,
     total_steps,
 )
-from training.latent_data import collate_latent, latent_row
-from training.latent_model import latent_forward
-from training.model import Student
-from training.model_config import ModelConfig
+from training.reasoning.latent_data import collate_latent, latent_row
+from training.reasoning.latent_model import latent_forward
 from training.tasks.arithmetic import generate
 from training.tokenizer import DistilleryTokenizer
 
@@ -102,7 +102,7 @@ def test_final_stage_steps_extend_the_last_stage(tiny_config: ModelConfig, tiny_
                                                  examples: list[dict], monkeypatch: pytest.MonkeyPatch) -> None:
     """``final_stage_steps`` trains longer at max_stage only; with a reset the last stage's warmup/cosine spans
     its own steps, without one a single schedule spans the whole run."""
-    import training.latent_curriculum as lc_module
+    import training.reasoning.latent_curriculum as lc_module
 
     cfg = LatentCurriculumConfig(first_stage=1, max_stage=3, steps_per_stage=2, final_stage_steps=5)
     assert cfg.final_steps(100) == 5 and cfg.total(100) == 9

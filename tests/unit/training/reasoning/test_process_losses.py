@@ -15,7 +15,7 @@ from torch import Tensor
 from training.losses import KDLossWeights
 from training.model import Student
 from training.model_config import ModelConfig
-from training.process_losses import (
+from training.reasoning.process_losses import (
     ProcessTokenWeights,
     ProcessWeights,
     process_loss,
@@ -26,7 +26,7 @@ from training.process_losses import (
     weighted_cross_entropy,
     weighted_kd,
 )
-from training.step_data import (
+from training.reasoning.step_data import (
     KIND_ANSWER,
     KIND_STEP,
     KIND_TOOL_NAME,

@@ -8,7 +8,9 @@ from pathlib import Path
 import pytest
 import torch
 
-from training.latent_data import (
+from training.model import RMSNorm, Student
+from training.model_config import ModelConfig
+from training.reasoning.latent_data import (
     BOT_ID,
     LATENT_ID,
     LatentBatch,
@@ -16,7 +18,7 @@ from training.latent_data import (
     encode_latent_example,
     latent_row,
 )
-from training.latent_model import (
+from training.reasoning.latent_model import (
     HaltHead,
     LatentSpec,
     LatentStudent,
@@ -29,8 +31,6 @@ from training.latent_model import (
     run_prefix,
     save_latent_student,
 )
-from training.model import RMSNorm, Student
-from training.model_config import ModelConfig
 from training.tasks.arithmetic import generate
 from training.tokenizer import DistilleryTokenizer
 

@@ -16,7 +16,7 @@ state (``(B, 1, H)``) and the cache; then one pass over the suffix with the cach
 the loss backpropagates through every latent feedback and cache entry (``detach_feedback=True`` cuts the
 chain at the fed-back vectors, truncated backpropagation). The ``<latent>`` token id is never looked up.
 
-Batching follows :mod:`training.latent_data`: left-padded prefixes put ``<bot>`` in the last prefix column
+Batching follows :mod:`training.reasoning.latent_data`: left-padded prefixes put ``<bot>`` in the last prefix column
 for every row; a row with fewer latents than the widest gets holes (attention mask 0, zeros as input) after
 its own latents; positions come from the attention mask, so holes and padding shift nothing.
 """
@@ -35,8 +35,8 @@ from torch import Tensor, nn
 
 from training.artifact import extra_tensors, load_student
 from training.generation import left_pad
-from training.latent_data import BOT_ID, EOT_ID, LatentBatch
 from training.model import LayerCache, Student, StudentOutput
+from training.reasoning.latent_data import BOT_ID, EOT_ID, LatentBatch
 from training.tokenizer import DistilleryTokenizer
 
 Feedback = Literal["post_norm", "pre_norm", "post_norm_scaled"]
@@ -161,7 +161,7 @@ class LatentForward:
 
 def latent_forward(model: Student, batch: LatentBatch, feedback: Feedback = "post_norm",
                    detach_feedback: bool = False) -> LatentForward:
-    """Teacher-forced multi-pass forward of a :class:`~training.latent_data.LatentBatch` (differentiable)."""
+    """Teacher-forced multi-pass forward of a :class:`~training.reasoning.latent_data.LatentBatch` (differentiable)."""
     hidden, cache, mask = run_prefix(model, batch.prefix_ids, batch.prefix_mask, feedback)
     hiddens, inputs, cache, mask = feed_latents(model, hidden, cache, mask, batch.latent_counts, feedback,
                                                 detach_feedback)

@@ -1,6 +1,6 @@
 """Tool-call supervision helpers: which characters of a JSON call are *structure*, and JSON validity metrics.
 
-Structure characters (upweighted by process supervision, see :mod:`training.process_losses`):
+Structure characters (upweighted by process supervision, see :mod:`training.reasoning.process_losses`):
 
 * the punctuation ``{ } [ ] : ,``;
 * the double quotes that open and close every string;

@@ -2,7 +2,7 @@
 
 Stages. At stage ``s`` the first ``s`` reasoning steps of each example are replaced by ``s * c`` latent
 positions between ``<bot>`` and ``<eot>`` (``c = latents_per_step``); the remaining steps stay text (see
-:mod:`training.latent_data` for the token layout and :mod:`training.latent_model` for the multi-pass forward
+:mod:`training.reasoning.latent_data` for the token layout and :mod:`training.reasoning.latent_model` for the multi-pass forward
 and the hidden-state choice). Training starts at ``first_stage`` (0 = full chain of thought between
 ``<bot><eot>``; 1 when starting from a chain-of-thought student, as Coconut does after its CoT stage) and
 advances every ``steps_per_stage`` optimizer steps (or ``epochs_per_stage`` passes over the data) up to
@@ -14,10 +14,10 @@ earlier stage (uniform over ``0 .. s - 1``), which keeps the earlier regimes ali
 
 Loss: cross-entropy on the suffix tokens after ``<eot>`` (remaining steps, answer, eos), averaged over the
 batch's target tokens; question, markers and latent slots are never targets. Gradients flow through the
-whole latent chain (:func:`training.latent_model.latent_forward`).
+whole latent chain (:func:`training.reasoning.latent_model.latent_forward`).
 
 Inference runs ``max_stage * c`` latent positions for every example and then decodes (batched,
-:func:`training.latent_model.generate_latent`). With ``halt.enabled`` the curriculum is *adaptive*: an
+:func:`training.reasoning.latent_model.generate_latent`). With ``halt.enabled`` the curriculum is *adaptive*: an
 example takes ``min(s, n_steps) * c`` latents, and a small halt head (an MLP on the detached fed-back hidden
 state, so it does not change the language model) learns at the final stage where to stop; inference then
 stops each row where the head says so (at most ``max_stage * c``).
@@ -38,7 +38,8 @@ from torch import Tensor, nn
 
 from training.data import IGNORE_INDEX
 from training.kd.optim import warmup_cosine
-from training.latent_data import (
+from training.model import Student
+from training.reasoning.latent_data import (
     LatentBatch,
     LatentExample,
     collate_latent,
@@ -46,8 +47,14 @@ from training.latent_data import (
     latent_row,
     sample_stages,
 )
-from training.latent_model import Feedback, HaltHead, LatentSpec, LatentStudent, halt_loss, latent_forward
-from training.model import Student
+from training.reasoning.latent_model import (
+    Feedback,
+    HaltHead,
+    LatentSpec,
+    LatentStudent,
+    halt_loss,
+    latent_forward,
+)
 from training.tasks.arithmetic import verify_steps
 from training.tasks.markup import parse_completion
 from training.tokenizer import DistilleryTokenizer

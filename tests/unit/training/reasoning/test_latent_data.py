@@ -7,7 +7,7 @@ import random
 import pytest
 
 from training.data import IGNORE_INDEX
-from training.latent_data import (
+from training.reasoning.latent_data import (
     BOT_ID,
     EOT_ID,
     LatentRow,
