@@ -45,24 +45,29 @@ def test_value_and_gradient_equal_composed_reference(seed: int, n: int, vocab: i
     logits, teacher, labels = _case(seed, n, vocab, scale)
     if three_d:
         logits, teacher, labels = logits.unsqueeze(0), teacher.unsqueeze(0), labels.unsqueeze(0)
-    a = logits.double().requires_grad_()
+    # the fused fp32 loss must be as close to the exact (float64) value and gradient as the composed fp32 path
+    # is, up to a factor 2 and a small slack
+    refs = []
+    for leaf in (logits.double().requires_grad_(), logits.clone().requires_grad_()):
+        ref = leaf.sum() * 0.0
+        if kd_w:
+            ref = ref + kd_w * forward_kl(leaf, teacher, mask=labels != -100, temperature=temp, normalizer=norm)
+        if ce_w:
+            ref = ref + ce_w * cross_entropy(leaf, labels, eps, norm)
+        (2.0 * ref).backward()
+        refs.append((leaf, ref))
+    (a64, ref64), (a32, ref32) = refs
     b = logits.clone().requires_grad_()
-    ref = a.sum() * 0.0
-    if kd_w:
-        ref = ref + kd_w * forward_kl(a, teacher, mask=labels != -100, temperature=temp, normalizer=norm)
-    if ce_w:
-        ref = ref + ce_w * cross_entropy(a, labels, eps, norm)
     got, kd, _ = dense_kd_ce_loss(b, teacher, labels, kd_weight=kd_w, ce_weight=ce_w, temperature=temp,
                                   label_smoothing=eps, normalizer=norm)
-    (2.0 * ref).backward()
     (2.0 * got).backward()
-    assert abs(float(got.detach()) - float(ref.detach())) <= 1e-5 * max(1.0, abs(float(ref.detach())))
-    assert a.grad is not None and b.grad is not None and b.grad.shape == a.grad.shape
-    # fp32 against the float64 reference; near-equal student and teacher make q - p cancel, so the bound has
-    # a term relative to the gradient's own scale and one relative to the per-entry bound of its pieces
+    exact = float(ref64.detach())
+    assert abs(float(got.detach()) - exact) <= 2 * abs(float(ref32.detach()) - exact) + 1e-6 * max(1.0, abs(exact))
+    assert a64.grad is not None and a32.grad is not None and b.grad is not None and b.grad.shape == a64.grad.shape
     scale = (kd_w * temp + ce_w) / max(1.0, norm if norm is not None else float((labels != -100).sum()))
-    err = float((b.grad.double() - a.grad).abs().max())
-    assert err <= 1e-5 * float(a.grad.abs().max()) + 32 * torch.finfo(torch.float32).eps * scale
+    err = float((b.grad.double() - a64.grad).abs().max())
+    err32 = float((a32.grad.double() - a64.grad).abs().max())
+    assert err <= 2 * err32 + 1e-6 * float(a64.grad.abs().max()) + 16 * torch.finfo(torch.float32).eps * scale
     if kd_w:
         want = forward_kl(logits, teacher, mask=labels != -100, temperature=temp, normalizer=norm)
         assert abs(float(kd) - float(want)) <= 1e-5 * max(1.0, abs(float(want)))

@@ -7,7 +7,7 @@ import math
 
 import pytest
 import torch
-from hypothesis import given, settings
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from training.losses import cross_entropy, sparse_topk_kl
@@ -41,6 +41,10 @@ def _rel(a: torch.Tensor, b: torch.Tensor) -> float:
 
 
 @settings(max_examples=40, deadline=None)
+# found by hypothesis in CI: fp32 rounding of the teacher tail 1 - sum p_k (K=30 of 40, T=2)
+@example(seed=0, n=1, vocab=40, k_frac=0.75, scale=4.0, kd_w=0.5, ce_w=0.0, temp=2.0, eps=0.0, norm=None)
+# found by hypothesis: a gradient of 1.9e-5 where student and teacher nearly agree (q - p cancels)
+@example(seed=433, n=1, vocab=2, k_frac=0.0, scale=4.0, kd_w=0.5, ce_w=0.0, temp=0.5, eps=0.0, norm=None)
 @given(
     seed=st.integers(0, 10_000),
     n=st.integers(1, 9),
@@ -58,21 +62,24 @@ def test_value_and_gradient_equal_composed_reference(seed: int, n: int, vocab: i
                                                      norm: float | None) -> None:
     k = max(1, min(vocab, round(k_frac * vocab)))
     logits, ids, logprobs, labels = _case(seed, n, vocab, k, scale)
-    a = logits.double().requires_grad_()
+    # the fused fp32 loss must be as close to the exact (float64) value and gradient as the composed fp32 path
+    # is, up to a factor 2 and a small slack: both carry fp32 rounding (e.g. the teacher tail 1 - sum p_k)
+    a64 = logits.double().requires_grad_()
+    a32 = logits.clone().requires_grad_()
     b = logits.clone().requires_grad_()
-    ref = _reference(a, ids, logprobs, labels, kd_w, ce_w, temp, eps, norm)
+    ref64 = _reference(a64, ids, logprobs, labels, kd_w, ce_w, temp, eps, norm)
+    ref32 = _reference(a32, ids, logprobs, labels, kd_w, ce_w, temp, eps, norm)
     got, terms = sparse_kd_ce_loss(b, ids, logprobs, labels, kd_weight=kd_w, ce_weight=ce_w, temperature=temp,
                                    label_smoothing=eps, normalizer=norm)
-    ref.backward()
-    got.backward()
-    tol = 1e-5 * max(1.0, abs(float(ref.detach())))
-    assert abs(float(got.detach()) - float(ref.detach())) <= tol
-    assert a.grad is not None and b.grad is not None
-    # fp32 against the float64 reference; near-equal student and teacher make q - p cancel, so the bound has
-    # a term relative to the gradient's own scale and one relative to the per-entry bound of its pieces
+    for loss in (ref64, ref32, got):
+        loss.backward()
+    exact = float(ref64.detach())
+    assert abs(float(got.detach()) - exact) <= 2 * abs(float(ref32.detach()) - exact) + 1e-6 * max(1.0, abs(exact))
+    assert a64.grad is not None and a32.grad is not None and b.grad is not None
     scale = (kd_w * temp + ce_w) / max(1.0, norm if norm is not None else float((labels != -100).sum()))
-    err = float((b.grad.double() - a.grad).abs().max())
-    assert err <= 1e-5 * float(a.grad.abs().max()) + 32 * torch.finfo(torch.float32).eps * scale
+    err = float((b.grad.double() - a64.grad).abs().max())
+    err32 = float((a32.grad.double() - a64.grad).abs().max())
+    assert err <= 2 * err32 + 1e-6 * float(a64.grad.abs().max()) + 8 * torch.finfo(torch.float32).eps * scale
     if kd_w:
         kd = sparse_topk_kl(logits, ids, logprobs, mask=labels != -100, temperature=temp, normalizer=norm)
         assert abs(float(terms.kd) - float(kd)) <= 1e-5 * max(1.0, abs(float(kd)))
