@@ -26,8 +26,10 @@ PROMPTS = ["Q: 7+3*2-4=?\n", "Set a timer for 5 minutes", "Will it rain"]
 
 
 def run_cli(module: str, *args: str) -> subprocess.CompletedProcess[str]:
+    # 2 OpenMP threads, or what the environment sets (1 under pytest-xdist: each worker has one core)
+    env = {**os.environ, "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "2")}
     return subprocess.run([sys.executable, "-m", module, *args], cwd=REPO, capture_output=True, text=True,
-                          timeout=600, env={**os.environ, "OMP_NUM_THREADS": "2"})
+                          timeout=600, env=env)
 
 
 @pytest.fixture(scope="module")
