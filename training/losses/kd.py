@@ -58,6 +58,13 @@ __all__ = [
     "sparse_topk_kl",
     "token_weights",
     "uniform_layer_map",
+    # helpers shared with the process losses (training.reasoning.process_losses)
+    "as_compute",
+    "check_labels",
+    "check_unit_interval",
+    "connected_zero",
+    "cross_entropy_per_token",
+    "reduce_weighted",
 ]
 
 
@@ -71,8 +78,9 @@ def _compute_dtype(dtype: torch.dtype) -> torch.dtype:
     return torch.float64 if dtype == torch.float64 else torch.float32
 
 
-def _as_compute(x: Tensor) -> Tensor:
-    """Cast a floating tensor to its compute dtype (see :func:`_compute_dtype`)."""
+def as_compute(x: Tensor) -> Tensor:
+    """Cast a floating tensor to its compute dtype: float64 stays float64, every other float dtype becomes
+    float32 (see :func:`_compute_dtype`)."""
     if not x.is_floating_point():
         raise TypeError(f"expected a floating-point tensor, got {x.dtype}")
     return x.to(_compute_dtype(x.dtype))
@@ -83,7 +91,8 @@ def _check_temperature(temperature: float) -> None:
         raise ValueError(f"temperature must be a finite number > 0, got {temperature!r}")
 
 
-def _check_unit_interval(name: str, value: float) -> None:
+def check_unit_interval(name: str, value: float) -> None:
+    """Raise ``ValueError`` unless ``value`` is a number in ``[0, 1]``."""
     if not (isinstance(value, (int, float)) and 0.0 <= value <= 1.0):
         raise ValueError(f"{name} must be in [0, 1], got {value!r}")
 
@@ -136,7 +145,7 @@ def resolve_normalizer(weights: Tensor, normalizer: Normalizer) -> Tensor:
     return value.clamp_min(1.0)
 
 
-def _reduce(per_token: Tensor, weights: Tensor, normalizer: Normalizer) -> Tensor:
+def reduce_weighted(per_token: Tensor, weights: Tensor, normalizer: Normalizer) -> Tensor:
     """``sum(weights * per_token) / normalizer``; tokens of weight 0 contribute exactly 0 even if non-finite.
 
     Args:
@@ -184,9 +193,18 @@ def _floor_logprobs(logp: Tensor) -> Tensor:
     return logp.clamp_min(math.log(torch.finfo(logp.dtype).tiny))
 
 
-def _connected_zero(x: Tensor) -> Tensor:
+def connected_zero(x: Tensor) -> Tensor:
     """A 0-d zero that is part of ``x``'s graph (zero, finite gradient even if ``x`` holds infinities)."""
     return torch.where(torch.zeros_like(x, dtype=torch.bool), x, torch.zeros_like(x)).sum()
+
+
+def check_labels(logits: Tensor, labels: Tensor, *, min_logits_dim: int = 0) -> None:
+    """Raise unless ``labels`` is an integer tensor of shape ``logits.shape[:-1]`` (and ``logits`` has at least
+    ``min_logits_dim`` axes)."""
+    if logits.dim() < min_logits_dim or tuple(labels.shape) != tuple(logits.shape[:-1]):
+        raise ValueError(f"labels shape {tuple(labels.shape)} does not match logits {tuple(logits.shape)}")
+    if labels.dtype == torch.bool or labels.is_floating_point():
+        raise TypeError(f"labels must be an integer tensor, got {labels.dtype}")
 
 
 def _prepare_pair(
@@ -201,8 +219,8 @@ def _prepare_pair(
         )
     if student_logits.dim() < 2:
         raise ValueError(f"logits must be (B, T, V) or (N, V), got shape {tuple(student_logits.shape)}")
-    s = _as_compute(student_logits)
-    t = _as_compute(teacher_logits.detach()).to(s.dtype)
+    s = as_compute(student_logits)
+    t = as_compute(teacher_logits.detach()).to(s.dtype)
     log_q = F.log_softmax(s / temperature, dim=-1)
     log_p = F.log_softmax(t / temperature, dim=-1)
     return log_q, log_p
@@ -211,7 +229,7 @@ def _prepare_pair(
 def _finish(per_token: Tensor, mask: Tensor | None, normalizer: Normalizer, temperature: float) -> Tensor:
     """Scale per-token divergences ``(...)`` by ``T**2``, mask and normalise to a 0-d loss (nats/token)."""
     weights = token_weights(mask, per_token.shape, per_token.dtype, per_token.device)
-    return _reduce(per_token * (temperature**2), weights, normalizer)
+    return reduce_weighted(per_token * (temperature**2), weights, normalizer)
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -300,10 +318,10 @@ def generalized_jsd(
     Returns:
         0-d tensor (nats per target token).
     """
-    _check_unit_interval("beta", beta)
+    check_unit_interval("beta", beta)
     log_q, log_p = _prepare_pair(student_logits, teacher_logits, temperature)
     if beta in (0.0, 1.0):
-        return _connected_zero(log_q)
+        return connected_zero(log_q)
     log_m = _log_mixture(log_p, log_q, beta)
     per_token = beta * _kl_rows(log_p, log_m) + (1.0 - beta) * _kl_rows(log_q, log_m)
     return _finish(per_token, mask, normalizer, temperature)
@@ -332,7 +350,7 @@ def skew_kl(
     Returns:
         0-d tensor (nats per target token).
     """
-    _check_unit_interval("alpha", alpha)
+    check_unit_interval("alpha", alpha)
     log_q, log_p = _prepare_pair(student_logits, teacher_logits, temperature)
     log_m = _log_mixture(log_p, log_q, alpha)
     return _finish(_kl_rows(log_p, log_m), mask, normalizer, temperature)
@@ -362,7 +380,7 @@ def skew_reverse_kl(
     Returns:
         0-d tensor (nats per target token).
     """
-    _check_unit_interval("alpha", alpha)
+    check_unit_interval("alpha", alpha)
     log_q, log_p = _prepare_pair(student_logits, teacher_logits, temperature)
     log_m = _log_mixture(log_q, _floor_logprobs(log_p), alpha)
     return _finish(_kl_rows(log_q, log_m), mask, normalizer, temperature)
@@ -436,19 +454,35 @@ def cross_entropy(
     Returns:
         0-d tensor (nats per target token).
     """
-    _check_unit_interval("label_smoothing", label_smoothing)
-    if tuple(labels.shape) != tuple(logits.shape[:-1]):
-        raise ValueError(f"labels shape {tuple(labels.shape)} does not match logits {tuple(logits.shape)}")
-    if labels.dtype == torch.bool or labels.is_floating_point():
-        raise TypeError(f"labels must be an integer tensor, got {labels.dtype}")
-    log_q = F.log_softmax(_as_compute(logits), dim=-1)
+    check_unit_interval("label_smoothing", label_smoothing)
+    check_labels(logits, labels)
+    per_token, valid = cross_entropy_per_token(logits, labels, label_smoothing, ignore_index)
+    return reduce_weighted(per_token, valid.to(per_token.dtype), normalizer)
+
+
+def cross_entropy_per_token(
+    logits: Tensor, labels: Tensor, label_smoothing: float = 0.0, ignore_index: int = IGNORE_INDEX
+) -> tuple[Tensor, Tensor]:
+    """Per-token cross-entropy ``(1 - eps) * (-log q_y) + eps * mean_v(-log q_v)``, unreduced and unchecked.
+
+    Args:
+        logits: ``(B, T, V)`` or ``(N, V)``.
+        labels: int64 ``(B, T)`` or ``(N,)``; ``ignore_index`` entries are scored against token 0.
+        label_smoothing: ``eps``.
+        ignore_index: label value that marks tokens without a target.
+
+    Returns:
+        ``(per_token, valid)``: the losses ``(B, T)`` / ``(N,)`` (nats, in the compute dtype) and the bool
+        mask of the labels that are not ``ignore_index``.
+    """
+    log_q = F.log_softmax(as_compute(logits), dim=-1)
     valid = labels != ignore_index
     safe = torch.where(valid, labels, torch.zeros_like(labels)).long()
     nll = -log_q.gather(-1, safe.unsqueeze(-1)).squeeze(-1)
     per_token = (
         nll if label_smoothing == 0.0 else (1.0 - label_smoothing) * nll - label_smoothing * log_q.mean(-1)
     )
-    return _reduce(per_token, valid.to(log_q.dtype), normalizer)
+    return per_token, valid
 
 
 def _masked_logsumexp(x: Tensor, drop: Tensor) -> Tensor:
@@ -522,7 +556,7 @@ def sparse_topk_kl(
         raise ValueError(f"K must be in [1, V={vocab}], got {k}")
     ids = teacher_topk_ids.long()
 
-    s = _as_compute(student_logits)
+    s = as_compute(student_logits)
     log_q_full = F.log_softmax(s / temperature, dim=-1)
     log_q_topk = log_q_full.gather(-1, ids)
     in_topk = torch.zeros_like(log_q_full, dtype=torch.bool).scatter_(-1, ids, True)
@@ -654,8 +688,8 @@ def hidden_state_loss(
                 f"layer map entry {s_idx}->{t_idx} out of range for {len(student_hidden)} student / "
                 f"{len(teacher_hidden)} teacher hidden states"
             )
-        h = _as_compute(projector(s_idx, student_hidden[s_idx]))
-        target = _as_compute(teacher_hidden[t_idx].detach()).to(h.dtype)
+        h = as_compute(projector(s_idx, student_hidden[s_idx]))
+        target = as_compute(teacher_hidden[t_idx].detach()).to(h.dtype)
         if h.shape != target.shape:
             raise ValueError(f"projected student {tuple(h.shape)} vs teacher {tuple(target.shape)} mismatch")
         if kind == "mse":
@@ -663,7 +697,7 @@ def hidden_state_loss(
         else:
             per_token = 1.0 - F.cosine_similarity(h, target, dim=-1, eps=1e-8)
         weights = token_weights(mask, per_token.shape, per_token.dtype, per_token.device)
-        terms.append(_reduce(per_token, weights, normalizer))
+        terms.append(reduce_weighted(per_token, weights, normalizer))
     return torch.stack(terms).mean()
 
 
@@ -729,7 +763,7 @@ def combined_kd_loss(
     """
     if mask is None and labels is not None:
         mask = labels != IGNORE_INDEX
-    total = _connected_zero(student_logits).to(_compute_dtype(student_logits.dtype))
+    total = connected_zero(student_logits).to(_compute_dtype(student_logits.dtype))
     terms = {"kd": 0.0, "ce": 0.0, "hidden": 0.0}
     if weights.kd > 0:
         if teacher_logits is not None:

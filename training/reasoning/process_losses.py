@@ -51,8 +51,12 @@ from training.losses import (
     IGNORE_INDEX,
     KDLossWeights,
     Normalizer,
+    as_compute,
+    check_labels,
+    connected_zero,
+    cross_entropy_per_token,
     kd_divergence,
-    resolve_normalizer,
+    reduce_weighted,
     sparse_topk_kl,
     token_weights,
 )
@@ -158,26 +162,6 @@ def process_token_weights(labels: Tensor, step_weight: Tensor, span_kind: Tensor
                                unlikelihood=torch.where(target, ul, zero))
 
 
-def _compute(x: Tensor) -> Tensor:
-    """float64 stays float64, every other float dtype becomes float32."""
-    if not x.is_floating_point():
-        raise TypeError(f"expected floating-point logits, got {x.dtype}")
-    return x.to(torch.float64 if x.dtype == torch.float64 else torch.float32)
-
-
-def _reduce(per_token: Tensor, weights: Tensor, normalizer: Normalizer) -> Tensor:
-    """``sum(weights * per_token) / normalizer``; weight-0 tokens add exactly 0 even when non-finite."""
-    kept = torch.where(weights != 0, per_token, torch.zeros_like(per_token))
-    return (kept * weights).sum() / resolve_normalizer(weights, normalizer)
-
-
-def _check_labels(logits: Tensor, labels: Tensor) -> None:
-    if logits.dim() < 2 or tuple(labels.shape) != tuple(logits.shape[:-1]):
-        raise ValueError(f"labels shape {tuple(labels.shape)} does not match logits {tuple(logits.shape)}")
-    if labels.dtype == torch.bool or labels.is_floating_point():
-        raise TypeError(f"labels must be an integer tensor, got {labels.dtype}")
-
-
 def weighted_cross_entropy(logits: Tensor, labels: Tensor, weights: Tensor | None = None,
                            label_smoothing: float = 0.0, normalizer: Normalizer = None) -> Tensor:
     """Token cross-entropy with per-token weights: ``sum_t w_t * CE_t / normalizer``.
@@ -195,16 +179,12 @@ def weighted_cross_entropy(logits: Tensor, labels: Tensor, weights: Tensor | Non
     Returns:
         0-d tensor (nats per target token).
     """
-    _check_labels(logits, labels)
+    check_labels(logits, labels, min_logits_dim=2)
     if not 0.0 <= label_smoothing <= 1.0:
         raise ValueError(f"label_smoothing must be in [0, 1], got {label_smoothing}")
-    log_q = F.log_softmax(_compute(logits), dim=-1)
-    valid = labels != IGNORE_INDEX
-    safe = torch.where(valid, labels, torch.zeros_like(labels)).long()
-    nll = -log_q.gather(-1, safe.unsqueeze(-1)).squeeze(-1)
-    per_token = nll if label_smoothing == 0.0 else (1.0 - label_smoothing) * nll - label_smoothing * log_q.mean(-1)
-    w = token_weights(weights, labels.shape, log_q.dtype, log_q.device) * valid.to(log_q.dtype)
-    return _reduce(per_token, w, normalizer)
+    per_token, valid = cross_entropy_per_token(logits, labels, label_smoothing)
+    w = token_weights(weights, labels.shape, per_token.dtype, per_token.device) * valid.to(per_token.dtype)
+    return reduce_weighted(per_token, w, normalizer)
 
 
 def unlikelihood(logits: Tensor, labels: Tensor, weights: Tensor | None = None,
@@ -223,17 +203,17 @@ def unlikelihood(logits: Tensor, labels: Tensor, weights: Tensor | None = None,
     Returns:
         0-d tensor (nats per target token).
     """
-    _check_labels(logits, labels)
+    check_labels(logits, labels, min_logits_dim=2)
     if logits.shape[-1] < 2:
         raise ValueError("unlikelihood needs a vocabulary of at least 2 tokens")
-    z = _compute(logits)
+    z = as_compute(logits)
     valid = labels != IGNORE_INDEX
     safe = torch.where(valid, labels, torch.zeros_like(labels)).long()
     is_label = F.one_hot(safe, z.shape[-1]).bool()
     others = torch.where(is_label, torch.full_like(z, float("-inf")), z)
     per_token = -(torch.logsumexp(others, dim=-1) - torch.logsumexp(z, dim=-1))
     w = token_weights(weights, labels.shape, z.dtype, z.device) * valid.to(z.dtype)
-    return _reduce(per_token, w, normalizer)
+    return reduce_weighted(per_token, w, normalizer)
 
 
 def weighted_kd(student_logits: Tensor, weights: Tensor | None, *, teacher_logits: Tensor | None = None,
@@ -336,11 +316,6 @@ def span_cross_entropy(logits: Tensor, input_ids: Tensor, spans: Sequence[Sequen
     return weighted_cross_entropy(logits, targets, weights.to(logits.device), normalizer=normalizer)
 
 
-def _graph_zero(x: Tensor) -> Tensor:
-    """A 0-d zero connected to ``x``'s graph (zero, finite gradient)."""
-    return torch.where(torch.zeros_like(x, dtype=torch.bool), x, torch.zeros_like(x)).sum()
-
-
 def process_loss(student_logits: Tensor, labels: Tensor, weights: ProcessTokenWeights,
                  loss: KDLossWeights, unlikelihood_weight: float = 0.0, *, teacher_logits: Tensor | None = None,
                  teacher_topk_ids: Tensor | None = None, teacher_topk_logprobs: Tensor | None = None,
@@ -368,7 +343,7 @@ def process_loss(student_logits: Tensor, labels: Tensor, weights: ProcessTokenWe
         raise ValueError("process_loss has no hidden-state term; use hidden=0")
     if not unlikelihood_weight >= 0:
         raise ValueError(f"unlikelihood_weight must be >= 0, got {unlikelihood_weight}")
-    total = _graph_zero(_compute(student_logits))
+    total = connected_zero(as_compute(student_logits))
     terms = {"kd": 0.0, "ce": 0.0, "unlikelihood": 0.0}
     if loss.kd > 0:
         kd = weighted_kd(student_logits, weights.kd, teacher_logits=teacher_logits,
