@@ -9,6 +9,12 @@ Per epoch, for the shard ``(index, count)`` (``count = world_size * dataloader w
    sequence packing); both draw from generators seeded by ``(seed, epoch, shard)``;
 4. each batch is collated into right-padded tensors (:func:`training.data.collate.collate`).
 
+Extension points: a subclass of :class:`ExampleStream` changes what an item is and how a batch becomes tensors
+by overriding :meth:`ExampleStream.encode` (one accepted record -> an :class:`EncodedExample` or a subclass)
+and :meth:`ExampleStream.collate_rows` (a batch of rows of items -> tensors); the reading, sharding,
+shuffling, batching and resume stay those of this module (e.g.
+:class:`training.reasoning.step_data.StepExampleStream`).
+
 Resuming: :meth:`ExampleStream.state_dict` records the epoch, how many of the shard's raw records were
 consumed, the keys ``(file, line)`` of the items held by the shuffle buffer and the batcher, and the
 generators' states. :meth:`ExampleStream.load_state_dict` re-reads the shard's records up to that point
@@ -23,7 +29,7 @@ can be resumed. Save and load one state per DDP rank.
 from __future__ import annotations
 
 import copy
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any, Literal, NamedTuple
 
@@ -35,10 +41,11 @@ from torch.utils.data import IterableDataset, get_worker_info
 from training.config_base import FrozenStrictModel
 from training.data.batching import BucketBatcher, ItemRows, Key, PackBatcher, ShuffleBuffer, StreamItem
 from training.data.collate import PackedRow, collate
-from training.data.encoding import TokenizerLike, encode_example
+from training.data.encoding import EncodedExample, TokenizerLike, encode_example
 from training.data.errors import DataError, StreamStateError, check_data_files
 from training.data.quarantine import QuarantineLog
 from training.data.reader import RawRecord, accept_record, iter_raw_records
+from training.data.schema import Example
 
 STATE_FORMAT = 1
 
@@ -71,11 +78,11 @@ class Shard(NamedTuple):
 class _EpochPipeline:
     """One epoch of one shard: raw records -> encoded items -> shuffle buffer -> batcher -> item batches."""
 
-    def __init__(self, paths: Sequence[Path], tokenizer: TokenizerLike, config: StreamConfig,
+    def __init__(self, paths: Sequence[Path], encode: Callable[[Example], EncodedExample], config: StreamConfig,
                  quarantine: QuarantineLog | None, epoch: int, shard: Shard,
                  snapshot: Mapping[str, Any] | None = None) -> None:
         self.paths = paths
-        self.tokenizer = tokenizer
+        self.encode = encode
         self.config = config
         self.quarantine = quarantine
         self.epoch = epoch
@@ -112,8 +119,7 @@ class _EpochPipeline:
         example = accept_record(record, self.quarantine)
         if example is None:
             return None
-        encoded = encode_example(example, self.tokenizer, self.config.max_length, self.config.truncate)
-        return StreamItem((file_index, record.line), encoded)
+        return StreamItem((file_index, record.line), self.encode(example))
 
     def _next_item(self) -> StreamItem | None:
         for file_index, record in self.records:
@@ -236,7 +242,7 @@ class ExampleStream(IterableDataset[dict[str, Tensor]]):
             if self._pending is not None and Shard(*self._pending["shard"]) != shard:
                 raise ValueError(f"the saved state belongs to shard {self._pending['shard']}, not {list(shard)}; "
                                  "resume with the same rank, world size and number of DataLoader workers")
-            self._pipeline = _EpochPipeline(self.paths, self.tokenizer, self.config, self.quarantine,
+            self._pipeline = _EpochPipeline(self.paths, self.encode, self.config, self.quarantine,
                                             self._epoch, shard, snapshot=self._pending)
             self._pending = None
         return self._iterate(self._pipeline)
@@ -244,12 +250,23 @@ class ExampleStream(IterableDataset[dict[str, Tensor]]):
     def _iterate(self, pipeline: _EpochPipeline) -> Iterator[dict[str, Tensor]]:
         while (rows := pipeline.next_batch()) is not None:
             self._batches_yielded += 1
-            yield collate([PackedRow.pack([item.example for item in row]) for row in rows],
-                          self.tokenizer.pad_id)
+            yield self.collate_rows(rows)
         if pipeline.full_pass and self.quarantine is not None:
             self.quarantine.check()
         if self._pipeline is pipeline:
             self.set_epoch(self._epoch + 1)
+
+    def encode(self, example: Example) -> EncodedExample:
+        """Encode one accepted record (:func:`~training.data.encoding.encode_example` with this stream's
+        ``max_length`` and ``truncate``). Extension point: a subclass may return a subclass of
+        :class:`~training.data.encoding.EncodedExample`; it is called again for the held records on resume."""
+        return encode_example(example, self.tokenizer, self.config.max_length, self.config.truncate)
+
+    def collate_rows(self, rows: ItemRows) -> dict[str, Tensor]:
+        """Turn one batch (rows of items, one item a row when bucketing) into tensors: each row is packed
+        (:meth:`~training.data.collate.PackedRow.pack`) and the rows collated
+        (:func:`~training.data.collate.collate`). Extension point for subclasses."""
+        return collate([PackedRow.pack([item.example for item in row]) for row in rows], self.tokenizer.pad_id)
 
     def _fingerprint(self) -> dict[str, Any]:
         return {"config": self.config.model_dump(), "files": [p.name for p in self.paths],

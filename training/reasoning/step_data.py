@@ -39,7 +39,7 @@ from __future__ import annotations
 
 import random
 import re
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -53,14 +53,11 @@ from training.data import (
     Example,
     ExampleStream,
     QuarantineLog,
-    Shard,
     StreamConfig,
     collate,
     encode_example,
 )
-from training.data.batching import StreamItem
-from training.data.reader import RawRecord, accept_record
-from training.data.stream import _EpochPipeline
+from training.data.batching import ItemRows
 from training.reasoning.toolcall_supervision import json_structure_chars
 from training.tasks import arithmetic
 from training.tasks import toolcall as toolcall_task
@@ -345,26 +342,10 @@ def collate_steps(batch: Sequence[StepEncoded], pad_id: int) -> dict[str, Tensor
 # Streaming
 # ---------------------------------------------------------------------------------------------------------
 
-StepEncoder = Callable[[Example], StepEncoded]
-
-
-class _StepPipeline(_EpochPipeline):
-    """An epoch pipeline whose items are :class:`StepEncoded` (the encoder is set before any restore)."""
-
-    def __init__(self, *args: Any, encoder: StepEncoder, **kwargs: Any) -> None:
-        self._encoder = encoder
-        super().__init__(*args, **kwargs)
-
-    def _make_item(self, file_index: int, record: RawRecord) -> StreamItem | None:
-        example = accept_record(record, self.quarantine)
-        if example is None:
-            return None
-        return StreamItem((file_index, record.line), self._encoder(example))
-
-
 class StepExampleStream(ExampleStream):
     """:class:`~training.data.ExampleStream` (same shuffling, sharding, bucketing and exact resume) whose
-    batches come from :func:`collate_steps`. Packing is not supported (one example a row).
+    items are :class:`StepEncoded` (:meth:`encode`) and whose batches come from :func:`collate_steps`
+    (:meth:`collate_rows`). Packing is not supported (one example a row).
 
     Args:
         paths, tokenizer, config, rank, world_size, quarantine: as for :class:`~training.data.ExampleStream`.
@@ -393,33 +374,14 @@ class StepExampleStream(ExampleStream):
         return encode_steps(example, self._step_tokenizer, self.config.max_length, self.config.truncate,
                             self._cached_scorer if self.step_scorer is not None else None)
 
-    def __iter__(self) -> Iterator[dict[str, Tensor]]:
-        shard = self.shard()
-        if self._pipeline is not None and self._pipeline.shard != shard:
-            self._pending = self._pipeline.snapshot()
-            self._pipeline = None
-        if self._pipeline is None:
-            if self._pending is not None and Shard(*self._pending["shard"]) != shard:
-                raise ValueError(f"the saved state belongs to shard {self._pending['shard']}, not {list(shard)}; "
-                                 "resume with the same rank, world size and number of DataLoader workers")
-            self._pipeline = _StepPipeline(self.paths, self.tokenizer, self.config, self.quarantine,
-                                           self._epoch, shard, snapshot=self._pending, encoder=self.encode)
-            self._pending = None
-        return self._iterate(self._pipeline)
-
-    def _iterate(self, pipeline: _EpochPipeline) -> Iterator[dict[str, Tensor]]:
-        while (rows := pipeline.next_batch()) is not None:
-            self._batches_yielded += 1
-            items: list[StepEncoded] = []
-            for row in rows:
-                (item,) = row
-                assert isinstance(item.example, StepEncoded)
-                items.append(item.example)
-            yield collate_steps(items, self.tokenizer.pad_id)
-        if pipeline.full_pass and self.quarantine is not None:
-            self.quarantine.check()
-        if self._pipeline is pipeline:
-            self.set_epoch(self._epoch + 1)
+    def collate_rows(self, rows: ItemRows) -> dict[str, Tensor]:
+        """One batch (one :class:`StepEncoded` a row) as :func:`collate_steps` tensors."""
+        items: list[StepEncoded] = []
+        for row in rows:
+            (item,) = row
+            assert isinstance(item.example, StepEncoded)
+            items.append(item.example)
+        return collate_steps(items, self.tokenizer.pad_id)
 
 
 # ---------------------------------------------------------------------------------------------------------
