@@ -14,7 +14,11 @@ earlier stage (uniform over ``0 .. s - 1``), which keeps the earlier regimes ali
 
 Loss: cross-entropy on the suffix tokens after ``<eot>`` (remaining steps, answer, eos), averaged over the
 batch's target tokens; question, markers and latent slots are never targets. Gradients flow through the
-whole latent chain (:func:`training.reasoning.latent_model.latent_forward`).
+whole latent chain (:func:`training.reasoning.latent_model.latent_forward`). With ``step_supervision = w > 0``
+the loss adds ``w`` times the step-decoding CE of SIM-CoT (Wei et al. 2025): the thought of each replaced step
+must decode that step's text with the student as decoder
+(:func:`training.reasoning.latent_model.thought_decoder_loss`); Coconut alone gives a latent no target of its
+own, only the answer's loss through the chain. Nothing of this runs at inference.
 
 Inference runs ``max_stage * c`` latent positions for every example and then decodes (batched,
 :func:`training.reasoning.latent_model.generate_latent`). With ``halt.enabled`` the curriculum is *adaptive*: an
@@ -54,6 +58,7 @@ from training.reasoning.latent_model import (
     LatentStudent,
     halt_loss,
     latent_forward,
+    thought_decoder_loss,
 )
 from training.tasks.arithmetic import verify_steps
 from training.tasks.markup import parse_completion
@@ -106,6 +111,8 @@ class LatentCurriculumConfig(_Strict):
     clip_grad_norm: float = Field(1.0, gt=0)
     feedback: Feedback = "post_norm"
     detach_feedback: bool = Field(False, description="truncate backprop at the fed-back hidden states")
+    step_supervision: float = Field(0.0, ge=0, description="weight of the SIM-CoT step-decoding loss: each "
+                                    "replaced step's latent thought must decode the step's text (0 = Coconut)")
     halt: HaltSection = HaltSection()
     seed: int = 0
     log_every: int = Field(50, gt=0)
@@ -229,7 +236,8 @@ class LatentTrainer:
         stages = sample_stages(len(indices), stage, self.cfg.mix_prob, self.rng)
         rows = [latent_row(self.encoded[i], s, self.cfg.latents_per_step, self.cfg.halt.enabled)
                 for i, s in zip(indices, stages, strict=True)]
-        return collate_latent(rows, self.tokenizer.pad_id)
+        return collate_latent(rows, self.tokenizer.pad_id,
+                              self.cfg.latents_per_step if self.cfg.step_supervision > 0 else None)
 
     def loss(self, batch: LatentBatch) -> tuple[Tensor, dict[str, float]]:
         """CE on the suffix (+ the halt BCE on final-stage rows) of one batch."""
@@ -237,6 +245,14 @@ class LatentTrainer:
         ce = latent_loss(out.logits, batch.labels)
         terms = {"ce": float(ce.detach())}
         total = ce
+        if self.cfg.step_supervision > 0 and batch.thought_index is not None:
+            assert batch.thought_ids is not None and batch.thought_mask is not None
+            index = batch.thought_index
+            thoughts = (torch.stack(out.latent_inputs, dim=1)[index[:, 0], index[:, 1]] if index.shape[0]
+                        else out.decision_hidden.new_zeros((0, out.decision_hidden.shape[-1])))
+            steps = thought_decoder_loss(self.model, thoughts, batch.thought_ids, batch.thought_mask)
+            total = total + self.cfg.step_supervision * steps
+            terms["step_ce"] = float(steps.detach())
         if self.halt_head is not None:
             logits = self.halt_head(out.decision_hidden.detach())
             halt = halt_loss(logits, batch.latent_counts, batch.stages == self.cfg.max_stage)

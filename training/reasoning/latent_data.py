@@ -18,20 +18,25 @@ row with fewer latents has *holes* after its own ones: slots with attention mask
 query, and skipped by the mask-derived position ids), so each row computes exactly what it would alone.
 Suffixes are **right**-padded. Labels cover the suffix only (``labels[t] = suffix[t + 1]``): the question,
 ``<bot>``, the latent slots and ``<eot>`` are never targets; everything after ``<eot>`` is.
+
+Step supervision of the latents (SIM-CoT, Wei et al. 2025): each replaced step ``i`` of a row has a *thought
+slot*, the last of its ``c`` latents (``i * c + c - 1``); the vector fed there must decode the step's text
+``<step>3*2=6</step>`` (:func:`thought_slot`, :func:`collate_thoughts`; the loss is the curriculum's). The
+batch carries one decoder row per replaced step: ``thought_index`` (N, 2) = (row, slot) and the step's ids.
 """
 
 from __future__ import annotations
 
 import random
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import torch
 from torch import Tensor
 
 from training.data import IGNORE_INDEX
-from training.tasks.markup import format_completion
+from training.tasks.markup import STEP_CLOSE, STEP_OPEN, format_completion
 from training.tokenizer import SPECIAL_IDS, DistilleryTokenizer, require_native
 
 BOT_ID = SPECIAL_IDS["<bot>"]
@@ -46,21 +51,25 @@ __all__ = [
     "LatentExample",
     "LatentRow",
     "collate_latent",
+    "collate_thoughts",
     "encode_latent_example",
     "latent_count",
     "latent_row",
     "sample_stages",
     "suffix_labels",
+    "thought_slot",
 ]
 
 
 @dataclass(frozen=True)
 class LatentExample:
-    """One tokenized example: ``prompt_ids`` (bos + prompt) and ``suffixes[k]`` for k = 0..n steps removed
-    (each ``[<eot>] + completion + [eos]``)."""
+    """One tokenized example: ``prompt_ids`` (bos + prompt), ``suffixes[k]`` for k = 0..n steps removed
+    (each ``[<eot>] + completion + [eos]``) and ``step_ids[i]``, the ids of step ``i`` as written in the
+    chain of thought (``<step>3*2=6</step>``), the text its latent thought is supervised to decode."""
 
     prompt_ids: list[int]
     suffixes: list[list[int]]
+    step_ids: list[list[int]] = field(default_factory=list)
 
     @property
     def n_steps(self) -> int:
@@ -75,6 +84,8 @@ class LatentRow:
     n_latents: int
     suffix: list[int]
     stage: int
+    latent_steps: tuple[list[int], ...] = ()
+    """The ids of the replaced steps (``step_ids[:k]``), one decoder target per step."""
 
 
 def encode_latent_example(example: Mapping[str, Any], tokenizer: DistilleryTokenizer) -> LatentExample:
@@ -88,7 +99,8 @@ def encode_latent_example(example: Mapping[str, Any], tokenizer: DistilleryToken
         rest = steps[k:]
         text = format_completion(rest, answer, with_steps=bool(rest))
         suffixes.append([EOT_ID, *tokenizer.encode(text), tokenizer.eos_id])
-    return LatentExample(prompt_ids=prompt_ids, suffixes=suffixes)
+    step_ids = [tokenizer.encode(f"{STEP_OPEN}{step}{STEP_CLOSE}") for step in steps]
+    return LatentExample(prompt_ids=prompt_ids, suffixes=suffixes, step_ids=step_ids)
 
 
 def latent_count(stage: int, n_steps: int, latents_per_step: int, adaptive: bool = False) -> int:
@@ -105,7 +117,16 @@ def latent_row(example: LatentExample, stage: int, latents_per_step: int, adapti
     k = min(stage, example.n_steps)
     return LatentRow(prefix=[*example.prompt_ids, BOT_ID],
                      n_latents=latent_count(stage, example.n_steps, latents_per_step, adaptive),
-                     suffix=list(example.suffixes[k]), stage=stage)
+                     suffix=list(example.suffixes[k]), stage=stage,
+                     latent_steps=tuple(list(ids) for ids in example.step_ids[:k]))
+
+
+def thought_slot(step: int, latents_per_step: int) -> int:
+    """Latent slot whose fed vector is the thought of replaced step ``step`` (0-based): the last of its ``c``
+    slots, ``step * c + c - 1`` (with c = 1, the thought fed at slot ``i`` is the one produced before it)."""
+    if step < 0 or latents_per_step < 1:
+        raise ValueError(f"need step >= 0 and latents_per_step >= 1, got {step}, {latents_per_step}")
+    return step * latents_per_step + latents_per_step - 1
 
 
 def sample_stages(n: int, current: int, mix_prob: float, rng: random.Random) -> list[int]:
@@ -130,7 +151,9 @@ def suffix_labels(suffix: Sequence[int]) -> list[int]:
 @dataclass
 class LatentBatch:
     """Collated rows. prefix_ids / prefix_mask: (B, P), left-padded, column P-1 is ``<bot>``; latent_counts:
-    (B,) long; suffix_ids / suffix_mask / labels: (B, S), right-padded (labels -100 on padding); stages: (B,)."""
+    (B,) long; suffix_ids / suffix_mask / labels: (B, S), right-padded (labels -100 on padding); stages: (B,).
+    With ``latents_per_step`` given to :func:`collate_latent`, the step-supervision rows (:func:`collate_thoughts`):
+    thought_index (N, 2) long (row, slot); thought_ids / thought_mask (N, T), right-padded."""
 
     prefix_ids: Tensor
     prefix_mask: Tensor
@@ -139,14 +162,41 @@ class LatentBatch:
     suffix_mask: Tensor
     labels: Tensor
     stages: Tensor
+    thought_index: Tensor | None = None
+    thought_ids: Tensor | None = None
+    thought_mask: Tensor | None = None
 
     @property
     def num_target_tokens(self) -> int:
         return int((self.labels != IGNORE_INDEX).sum())
 
 
-def collate_latent(rows: Sequence[LatentRow], pad_id: int) -> LatentBatch:
-    """Left-pad prefixes, right-pad suffixes (see the module docstring)."""
+def collate_thoughts(rows: Sequence[LatentRow], latents_per_step: int, pad_id: int
+                     ) -> tuple[Tensor, Tensor, Tensor]:
+    """The decoder rows of the replaced steps: (thought_index (N, 2) = (row, :func:`thought_slot`), ids (N, T),
+    mask (N, T)), right-padded; N = 0 (shapes (0, 2), (0, 1), (0, 1)) when no row has a latent step."""
+    index: list[tuple[int, int]] = []
+    targets: list[list[int]] = []
+    for b, row in enumerate(rows):
+        for i, ids in enumerate(row.latent_steps):
+            slot = thought_slot(i, latents_per_step)
+            if slot >= row.n_latents:
+                raise ValueError(f"row {b}: step {i} has thought slot {slot} but the row has {row.n_latents} latents")
+            index.append((b, slot))
+            targets.append(list(ids))
+    width = max((len(t) for t in targets), default=1)
+    ids_t = torch.full((len(targets), width), pad_id, dtype=torch.long)
+    mask_t = torch.zeros((len(targets), width), dtype=torch.long)
+    for n, target in enumerate(targets):
+        ids_t[n, :len(target)] = torch.tensor(target, dtype=torch.long)
+        mask_t[n, :len(target)] = 1
+    index_t = torch.tensor(index, dtype=torch.long) if index else torch.zeros((0, 2), dtype=torch.long)
+    return index_t, ids_t, mask_t
+
+
+def collate_latent(rows: Sequence[LatentRow], pad_id: int, latents_per_step: int | None = None) -> LatentBatch:
+    """Left-pad prefixes, right-pad suffixes (see the module docstring); with ``latents_per_step`` also the
+    step-supervision rows (:func:`collate_thoughts`)."""
     if not rows:
         raise ValueError("cannot collate zero rows")
     b = len(rows)
@@ -165,7 +215,9 @@ def collate_latent(rows: Sequence[LatentRow], pad_id: int) -> LatentBatch:
         suffix_ids[i, :len(row.suffix)] = torch.tensor(row.suffix)
         suffix_mask[i, :len(row.suffix)] = 1
         labels[i, :len(row.suffix)] = torch.tensor(suffix_labels(row.suffix))
+    thoughts = collate_thoughts(rows, latents_per_step, pad_id) if latents_per_step else (None, None, None)
     return LatentBatch(prefix_ids=prefix_ids, prefix_mask=prefix_mask,
                        latent_counts=torch.tensor([r.n_latents for r in rows], dtype=torch.long),
                        suffix_ids=suffix_ids, suffix_mask=suffix_mask, labels=labels,
-                       stages=torch.tensor([r.stage for r in rows], dtype=torch.long))
+                       stages=torch.tensor([r.stage for r in rows], dtype=torch.long),
+                       thought_index=thoughts[0], thought_ids=thoughts[1], thought_mask=thoughts[2])

@@ -62,6 +62,7 @@ __all__ = [
     "load_latent_student",
     "run_prefix",
     "save_latent_student",
+    "thought_decoder_loss",
 ]
 
 
@@ -170,6 +171,30 @@ def latent_forward(model: Student, batch: LatentBatch, feedback: Feedback = "pos
     assert out.logits is not None
     return LatentForward(logits=out.logits, decision_hidden=torch.stack(hiddens, dim=1), latent_inputs=inputs,
                          attention_mask=mask)
+
+
+def thought_decoder_loss(model: Student, thoughts: Tensor, ids: Tensor, mask: Tensor) -> Tensor:
+    """Step supervision of latent thoughts (SIM-CoT, Wei et al. 2025): the student itself, as decoder, reads
+    one thought and must write the step it replaced.
+
+    thoughts: (N, H) the vectors fed at the thought slots; ids / mask: (N, T) the steps' token ids,
+    right-padded. The decoder input is ``[thought, embed(ids[:, :-1])]`` (the thought is the only context: no
+    question, no earlier steps), position ``t`` predicts ``ids[:, t]``. Returns the mean next-token
+    cross-entropy over the real target tokens (a scalar; 0 with grad when N = 0). Gradients reach the
+    thoughts, hence the whole latent chain that produced them, and the shared weights.
+    """
+    if thoughts.shape[0] == 0:
+        return thoughts.sum() * 0.0
+    if ids.shape != mask.shape or thoughts.shape[0] != ids.shape[0]:
+        raise ValueError(f"thoughts {tuple(thoughts.shape)}, ids {tuple(ids.shape)}, mask {tuple(mask.shape)} "
+                         "do not match")
+    embeds = model.model.embed_tokens(ids[:, :-1])
+    x = torch.cat((thoughts[:, None, :].to(embeds.dtype), embeds), dim=1)
+    out = model.run(inputs_embeds=x, attention_mask=mask)
+    assert out.logits is not None
+    labels = ids.masked_fill(mask == 0, -100)
+    logits = out.logits.to(torch.promote_types(out.logits.dtype, torch.float32))  # fp32 at least, fp64 kept
+    return nn.functional.cross_entropy(logits.reshape(-1, logits.shape[-1]), labels.reshape(-1), ignore_index=-100)
 
 
 # ---------------------------------------------------------------------------------------------------------

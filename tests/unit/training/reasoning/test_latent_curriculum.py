@@ -221,3 +221,31 @@ def test_evaluate_adaptive_student_scores_its_halting(tiny_config: ModelConfig, 
     metrics = evaluate_latent(student, tiny_tokenizer, examples[:4], max_new_tokens=3, batch_size=4)
     three = sum(len(e["steps"]) == 3 for e in examples[:4]) / 4
     assert metrics["mean_latent_positions"] == 3.0 and metrics["latent_count_matches_steps"] == three
+
+
+def test_step_supervision_teaches_the_thoughts_to_decode_their_steps(tiny_config: ModelConfig,
+                                                                     tiny_tokenizer: DistilleryTokenizer,
+                                                                     examples: list[dict]) -> None:
+    """With ``step_supervision`` the loss has a step-decoding term that training lowers; its gradient reaches
+    the thought vectors through the latent chain; with weight 0 the loss is plain Coconut (no term)."""
+    model = _model(tiny_config, seed=2)
+    cfg = LatentCurriculumConfig(first_stage=3, max_stage=3, steps_per_stage=12, batch_size=4, lr=3e-2,
+                                 warmup_steps=1, step_supervision=1.0)
+    trainer = LatentTrainer(cfg, model, tiny_tokenizer, examples[:4])
+    batch = trainer.batch([0, 1, 2, 3], 3)
+    assert batch.thought_index is not None and batch.thought_index.shape[0] == sum(
+        min(3, e.n_steps) for e in trainer.encoded[:4])
+    out = latent_forward(model, batch)
+    index = batch.thought_index
+    thoughts = torch.stack(out.latent_inputs, dim=1)[index[:, 0], index[:, 1]]
+    from training.reasoning.latent_model import thought_decoder_loss
+    start_loss = thought_decoder_loss(model, thoughts, batch.thought_ids, batch.thought_mask)
+    (grad,) = torch.autograd.grad(start_loss, out.latent_inputs[0])
+    start = float(start_loss.detach())
+    assert float(grad.abs().max()) > 0
+    loss, terms = trainer.loss(batch)
+    assert terms["loss"] == pytest.approx(terms["ce"] + terms["step_ce"], rel=1e-5)
+    result = trainer.train()
+    assert result.stages[-1]["step_ce"] < 0.8 * start
+    plain = LatentTrainer(cfg.model_copy(update={"step_supervision": 0.0}), model, tiny_tokenizer, examples[:4])
+    assert "step_ce" not in plain.loss(plain.batch([0, 1], 3))[1]

@@ -17,6 +17,7 @@ from training.reasoning.latent_data import (
     latent_row,
     sample_stages,
     suffix_labels,
+    thought_slot,
 )
 from training.tasks.arithmetic import generate
 from training.tasks.markup import format_completion
@@ -105,3 +106,33 @@ def test_collate_refuses_rows_without_markers() -> None:
         collate_latent([LatentRow(prefix=[1, 5], n_latents=1, suffix=[EOT_ID, 2], stage=1)], 0)
     with pytest.raises(ValueError):
         collate_latent([], 0)
+
+
+def test_thought_slot_is_the_last_latent_of_each_step() -> None:
+    assert [thought_slot(i, 1) for i in range(3)] == [0, 1, 2]
+    assert [thought_slot(i, 2) for i in range(3)] == [1, 3, 5]
+    with pytest.raises(ValueError):
+        thought_slot(0, 0)
+
+
+def test_rows_carry_the_replaced_steps_as_decoder_targets(tiny_tokenizer: DistilleryTokenizer,
+                                                          examples: list[dict]) -> None:
+    """Stage s supervises exactly the first min(s, n) steps, each with its own text; collation indexes the
+    thought slot of each and pads the step ids on the right."""
+    encoded = [encode_latent_example(e, tiny_tokenizer) for e in examples[:3]]
+    for enc, example in zip(encoded, examples[:3], strict=True):
+        assert [tiny_tokenizer.decode(ids) for ids in enc.step_ids] == [f"<step>{s}</step>" for s in example["steps"]]
+    rows = [latent_row(enc, stage, 2) for enc, stage in zip(encoded, (0, 1, 3), strict=True)]
+    assert [len(r.latent_steps) for r in rows] == [0, 1, min(3, encoded[2].n_steps)]
+    batch = collate_latent(rows, tiny_tokenizer.pad_id, latents_per_step=2)
+    assert batch.thought_index is not None and batch.thought_ids is not None and batch.thought_mask is not None
+    expected = [(1, 1)] + [(2, thought_slot(i, 2)) for i in range(len(rows[2].latent_steps))]
+    assert batch.thought_index.tolist() == [list(p) for p in expected]
+    targets = [*rows[1].latent_steps, *rows[2].latent_steps]
+    for n, target in enumerate(targets):
+        length = int(batch.thought_mask[n].sum())
+        assert batch.thought_ids[n, :length].tolist() == target and length == len(target)
+        assert bool((batch.thought_ids[n, length:] == tiny_tokenizer.pad_id).all())
+    assert collate_latent(rows, tiny_tokenizer.pad_id).thought_index is None  # off unless asked for
+    empty = collate_latent(rows[:1], tiny_tokenizer.pad_id, latents_per_step=2)
+    assert empty.thought_index is not None and empty.thought_index.shape == (0, 2)

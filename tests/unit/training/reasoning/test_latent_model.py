@@ -30,6 +30,7 @@ from training.reasoning.latent_model import (
     load_latent_student,
     run_prefix,
     save_latent_student,
+    thought_decoder_loss,
 )
 from training.tasks.arithmetic import generate
 from training.tokenizer import DistilleryTokenizer
@@ -247,3 +248,42 @@ def test_latent_artifact_round_trip(tmp_path: Path, model: Student, tiny_tokeniz
     assert a == b
     with pytest.raises(FileNotFoundError):
         load_latent_student(tmp_path / "missing")
+
+
+def test_thought_decoder_loss_matches_one_row_at_a_time(tiny_config: ModelConfig) -> None:
+    """Padded, batched step decoding equals decoding each (thought, step) alone: value and gradients
+    (float64, so the comparison is exact up to rounding)."""
+    torch.manual_seed(0)
+    model = Student(tiny_config).double()
+    h = tiny_config.hidden_size
+    thoughts = torch.randn(3, h, dtype=torch.float64, requires_grad=True)
+    steps = [[5, 9, 11, 7], [6, 8], [10, 12, 13]]
+    ids = torch.zeros(3, 4, dtype=torch.long)
+    mask = torch.zeros(3, 4, dtype=torch.long)
+    for n, s in enumerate(steps):
+        ids[n, :len(s)] = torch.tensor(s)
+        mask[n, :len(s)] = 1
+    batched = thought_decoder_loss(model, thoughts, ids, mask)
+    (g_batched,) = torch.autograd.grad(batched, thoughts)
+
+    total = torch.zeros((), dtype=torch.float64)
+    for n, s in enumerate(steps):
+        x = torch.cat((thoughts[n][None], model.model.embed_tokens(torch.tensor(s[:-1]))), dim=0)[None]
+        logits = model.run(inputs_embeds=x).logits[0]
+        total = total + torch.nn.functional.cross_entropy(logits, torch.tensor(s), reduction="sum")
+    reference = total / sum(len(s) for s in steps)
+    (g_reference,) = torch.autograd.grad(reference, thoughts)
+    torch.testing.assert_close(batched, reference, rtol=1e-10, atol=0)
+    scale = float(g_reference.abs().max())
+    torch.testing.assert_close(g_batched, g_reference, rtol=1e-8, atol=1e-10 * scale)
+    assert scale > 0  # the thoughts are really read
+
+
+def test_thought_decoder_loss_without_thoughts_is_zero(tiny_config: ModelConfig) -> None:
+    model = Student(tiny_config)
+    loss = thought_decoder_loss(model, torch.zeros(0, tiny_config.hidden_size), torch.zeros(0, 1, dtype=torch.long),
+                                torch.zeros(0, 1, dtype=torch.long))
+    assert float(loss) == 0.0
+    with pytest.raises(ValueError, match="do not match"):
+        thought_decoder_loss(model, torch.zeros(2, tiny_config.hidden_size), torch.zeros(3, 2, dtype=torch.long),
+                             torch.zeros(3, 2, dtype=torch.long))
