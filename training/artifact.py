@@ -101,22 +101,41 @@ def verify_manifest(directory: str | Path) -> dict[str, Any]:
 
 def write_artifact(directory: str | Path, populate: Callable[[Path], None]) -> Path:
     """Atomically create or replace ``directory``: ``populate(tmp)`` writes files, then the manifest is
-    added and the temporary directory is renamed into place. A crash leaves the old artifact intact."""
-    directory = Path(directory).resolve()
-    directory.parent.mkdir(parents=True, exist_ok=True)
-    # the writer's pid in the name lets remove_stale_temporaries tell a crashed write from a live one
-    tmp = Path(tempfile.mkdtemp(prefix=f".{directory.name}.tmp-{os.getpid()}-", dir=directory.parent))
-    old: Path | None = None
-    try:
-        # mkdtemp creates the directory 0700; give the artifact the mode an ordinary mkdir would have,
-        # or it becomes unreadable to other users (serving containers, shared caches) once renamed.
-        os.chmod(tmp, 0o777 & ~_umask())
+    added and the temporary directory is renamed into place (:func:`replace_directory`). A crash leaves the
+    old artifact intact."""
+
+    def fill(tmp: Path) -> None:
         populate(tmp)
         (tmp / MANIFEST_FILE).write_text(json.dumps(build_manifest(tmp), indent=2, sort_keys=True) + "\n")
         for path in tmp.rglob("*"):
             if path.is_file():
                 # safetensors' save_file creates 0600 files whatever the umask: same readability as the rest
                 os.chmod(path, 0o666 & ~_umask())
+
+    return replace_directory(directory, fill)
+
+
+def replace_directory(directory: str | Path, populate: Callable[[Path], None]) -> Path:
+    """Atomically create or replace ``directory`` with what ``populate(tmp)`` writes into a temporary sibling.
+
+    The sibling ``.<name>.tmp-<pid>-<random>`` gets the mode an ordinary ``mkdir`` would give; once
+    ``populate`` returns, its files are fsynced and it is renamed into place. An existing ``directory`` is
+    moved aside to ``.<name>.old-<pid>`` for that rename (put back if the rename fails, deleted after). On
+    any error the temporary is removed and the old directory stays; a crash leaves entries that
+    :func:`remove_stale_temporaries` recognizes. Returns the resolved ``directory``.
+    """
+    directory = Path(directory).resolve()
+    directory.parent.mkdir(parents=True, exist_ok=True)
+    # the writer's pid in the name lets remove_stale_temporaries tell a crashed write from a live one
+    tmp = Path(tempfile.mkdtemp(prefix=f".{directory.name}.tmp-{os.getpid()}-", dir=directory.parent))
+    old: Path | None = None
+    try:
+        # mkdtemp creates the directory 0700; give it the mode an ordinary mkdir would have, or it becomes
+        # unreadable to other users (serving containers, shared caches) once renamed.
+        os.chmod(tmp, 0o777 & ~_umask())
+        populate(tmp)
+        for path in tmp.rglob("*"):
+            if path.is_file():
                 with open(path, "rb") as fh:
                     os.fsync(fh.fileno())
         if directory.exists():
@@ -128,7 +147,7 @@ def write_artifact(directory: str | Path, populate: Callable[[Path], None]) -> P
         os.rename(tmp, directory)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
-        # the previous artifact was moved aside but the new one did not take its place: put it back
+        # the previous directory was moved aside but the new one did not take its place: put it back
         if old is not None and not directory.exists():
             os.rename(old, directory)
         raise

@@ -39,7 +39,6 @@ import os
 import re
 import shutil
 import sys
-import tempfile
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -52,6 +51,7 @@ from training.artifact import (
     ARTIFACT_FORMAT,
     MANIFEST_FILE,
     ArtifactError,
+    replace_directory,
     sha256_file,
     verify_manifest,
     write_artifact,
@@ -208,31 +208,14 @@ def _run_id(run_dir: Path, checkpoint: Path | None) -> str | None:
 # ---- copying -----------------------------------------------------------------------------------------------
 def copy_tree_atomic(source: Path, target: Path) -> Path:
     """Copy a directory byte for byte to ``target`` through a temporary sibling renamed into place (the old
-    ``target``, if any, is replaced only once the copy is complete and flushed)."""
-    target = target.resolve()
-    target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.tmp-", dir=target.parent))
-    backup: Path | None = None
-    try:
+    ``target``, if any, is replaced only once the copy is complete and flushed; see
+    :func:`training.artifact.replace_directory`)."""
+
+    def fill(tmp: Path) -> None:
         shutil.copytree(source, tmp, dirs_exist_ok=True)
-        for path in tmp.rglob("*"):
-            if path.is_file():
-                with open(path, "rb") as handle:
-                    os.fsync(handle.fileno())
         shutil.copymode(source, tmp)
-        if target.exists():
-            backup = target.parent / f".{target.name}.old-{os.getpid()}"
-            shutil.rmtree(backup, ignore_errors=True)
-            os.rename(target, backup)
-        os.rename(tmp, target)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        if backup is not None and not target.exists():
-            os.rename(backup, target)
-        raise
-    if backup is not None:
-        shutil.rmtree(backup, ignore_errors=True)
-    return target
+
+    return replace_directory(target, fill)
 
 
 def is_artifact_dir(path: Path) -> bool:
