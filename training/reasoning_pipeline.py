@@ -34,7 +34,9 @@ with ``teacher: null``) every student trains from scratch with CE and a tokenize
 from __future__ import annotations
 
 import argparse
+import concurrent.futures
 import json
+import multiprocessing
 import shutil
 import sys
 import time
@@ -148,7 +150,9 @@ class ReasoningConfig(_Strict):
     seed: int = Field(0, description="data seed (train/held-out draws and the corrupted mix), fixed across seeds")
     seeds: list[int] = Field(default_factory=lambda: [0, 1, 2], min_length=1,
                              description="training seeds (init, data order); every student runs once per seed")
-    num_threads: int | None = Field(1, gt=0, description="torch CPU threads (1 on shared machines)")
+    num_threads: int | None = Field(1, gt=0, description="torch CPU threads of each worker (1 on shared machines)")
+    workers: int = Field(1, ge=1, description="training jobs (a seed's no-CoT, CoT+latent+QAT, corrupted CoT, "
+                                              "process, process-judge runs) in parallel processes")
     data: DataSection = DataSection()
     student: StudentShape = StudentShape()
     train: TrainSection = TrainSection()
@@ -604,11 +608,22 @@ def format_table(report: Mapping[str, Any]) -> str:
 # ---------------------------------------------------------------------------------------------------------
 
 
-def run_seed(cfg: ReasoningConfig, seed: int, out: Path, tokenizer: DistilleryTokenizer, tokenizer_dir: str,
-             teacher: str | None, data: Mapping[str, Any], step_scorer: Callable[[str, list[str]], list[float]],
-             log: Callable[[str], None]) -> dict[str, Any]:
-    """Every student once with training seed ``seed`` (``train.steps`` optimizer steps each) and the int8
-    comparison; returns {'seed', 'students', 'int8', 'timings_seconds', 'qat'}."""
+GROUPS = ("cot", "no_cot", "cot_corrupted", "process", "process_judge")
+"""Independent training jobs of one seed (``cot`` also trains the latent student and the QAT twin, which fork
+from its trajectory, and scores int8); listed most expensive first, the order the pool takes them in."""
+
+
+def run_group(cfg: ReasoningConfig, seed: int, group: str, out: Path, tokenizer: DistilleryTokenizer,
+              tokenizer_dir: str, teacher: str | None, data: Mapping[str, Any],
+              judge_scores: Mapping[tuple[str, tuple[str, ...]], list[float]],
+              log: Callable[[str], None] = print) -> dict[str, Any]:
+    """One job of one training seed (``train.steps`` optimizer steps per student; see :data:`GROUPS`).
+
+    Returns {'seed', 'group', 'students': {name: entry}, 'timings_seconds', and for ``cot`` 'int8', for
+    ``no_cot`` 'params'}. Runs in a pool worker as well as in-process: the work area ``out/runs/<group>*`` is
+    cleared first, so a rerun starts fresh and jobs of the same seed never share a directory."""
+    if cfg.num_threads:
+        torch.set_num_threads(cfg.num_threads)
     torch.manual_seed(seed)
     paths, test, ev, steps = data["paths"], data["test"], cfg.eval, cfg.train.steps
     timings: dict[str, float] = {}
@@ -625,60 +640,106 @@ def run_seed(cfg: ReasoningConfig, seed: int, out: Path, tokenizer: DistilleryTo
     kd_loss = "KD + CE" if teacher else "cross-entropy"
     students: dict[str, dict[str, Any]] = {}
     runs = out / "runs"
-    if runs.exists():  # the trainers' work area: a rerun starts fresh (their checkpoints must not mix)
-        shutil.rmtree(runs)
-    log(f"[seed {seed}] no-CoT ({steps} steps, cross-entropy on answer-only completions)")
-    no_cot, info = train_kd_student(kd_run_config(cfg, runs / "no_cot", tokenizer_dir, None, paths["no_cot_train"],
-                                                  paths["no_cot_val"], steps, seed))
-    students["no_cot"] = {**evaluate(no_cot), "train": {**info, "loss": "cross-entropy (answer only)"},
-                          "step_accuracy_note": STEP_NOTES["no_cot"]}
-    lap("no_cot")
+    owned = [runs / group, *([runs / "cot_qat", *runs.glob("cot_fork_*")] if group == "cot" else [])]
+    for stale in owned:
+        if stale.is_dir():
+            shutil.rmtree(stale)
+    result: dict[str, Any] = {"seed": seed, "group": group}
+    if group == "no_cot":
+        log(f"[seed {seed}] no-CoT ({steps} steps, cross-entropy on answer-only completions)")
+        no_cot, info = train_kd_student(kd_run_config(cfg, runs / "no_cot", tokenizer_dir, None,
+                                                      paths["no_cot_train"], paths["no_cot_val"], steps, seed))
+        students["no_cot"] = {**evaluate(no_cot), "train": {**info, "loss": "cross-entropy (answer only)"},
+                              "step_accuracy_note": STEP_NOTES["no_cot"]}
+        result["params"] = no_cot.num_parameters()
+        lap("no_cot")
+    elif group == "cot":
+        fork = latent_cot_steps(cfg)
+        log(f"[seed {seed}] CoT ({steps} steps; the latent student forks at {fork}, the QAT twin at "
+            f"{qat_start_step(steps, cfg.qat.start_fraction)})")
+        base = kd_run_config(cfg, runs / "cot", tokenizer_dir, teacher, paths["cot_train"], paths["val"], steps, seed)
+        cot, cot_info, qat_model, qat_info, latent_init = train_cot_forks(cfg, base, out, fork)
+        students["cot"] = {**evaluate(cot), "train": {**cot_info, "loss": kd_loss}}
+        lap("cot_and_qat")
 
-    fork = latent_cot_steps(cfg)
-    log(f"[seed {seed}] CoT ({steps} steps; the latent student forks at {fork}, the QAT twin at "
-        f"{qat_start_step(steps, cfg.qat.start_fraction)})")
-    base = kd_run_config(cfg, runs / "cot", tokenizer_dir, teacher, paths["cot_train"], paths["val"], steps, seed)
-    cot, cot_info, qat_model, qat_info, latent_init = train_cot_forks(cfg, base, out, fork)
-    students["cot"] = {**evaluate(cot), "train": {**cot_info, "loss": kd_loss}}
-    lap("cot_and_qat")
-
-    lc = cfg.latent.model_copy(update={"seed": seed})
-    log(f"[seed {seed}] latent: {fork} CoT steps then stages {lc.first_stage}..{lc.max_stage} "
-        f"({lc.stage_steps(len(data['train']))} steps each, {lc.final_steps(len(data['train']))} at the last; "
-        f"c={lc.latents_per_step})")
-    latent_result = LatentTrainer(lc, latent_init, tokenizer, data["train"], log=log).train()
-    latent_dir = save_latent_student(latent_result.student, out / "students" / "latent", tokenizer=tokenizer,
-                                     card={"name": "distillery-latent-student",
-                                           "description": "CoT student continued through a Coconut curriculum."})
-    latent_eval = evaluate_latent(latent_result.student, tokenizer, test, ev.max_new_tokens, ev.batch_size)
-    students["latent"] = {**latent_eval, "step_accuracy_note": STEP_NOTES["latent"], "train": {
-        "steps": fork + latent_result.steps, "cot_steps": fork, "curriculum_steps": latent_result.steps,
-        "wall_seconds": round(latent_result.wall_seconds, 1), "init": f"the CoT run at step {fork}",
-        "stages": latent_result.stages, "student_dir": str(latent_dir), "loss": "cross-entropy after <eot>"}}
-    lap("latent")
-
-    log(f"[seed {seed}] CoT on the corrupted data, no step labels ({steps} steps)")
-    corrupted, info = train_kd_student(kd_run_config(cfg, runs / "cot_corrupted", tokenizer_dir, teacher,
-                                                     paths["process_train"], paths["val"], steps, seed))
-    students["cot_corrupted"] = {**evaluate(corrupted), "train": {
-        **info, "loss": kd_loss + " on the corrupted mix (step labels unused)",
-        "wrong_solutions": data["counts"]["process_wrong"]}}
-    lap("cot_corrupted")
-
-    for name, scorer, source in (("process", None, "the data's step labels"),
-                                 ("process_judge", step_scorer, "a trained judge's step scores")):
-        log(f"[seed {seed}] {name}: process supervision with {source} ({steps} steps)")
-        model, info = train_process(cfg, runs / name, tokenizer_dir, teacher, paths, seed, scorer)
-        students[name] = {**evaluate(model), "train": {
+        lc = cfg.latent.model_copy(update={"seed": seed})
+        log(f"[seed {seed}] latent: {fork} CoT steps then stages {lc.first_stage}..{lc.max_stage} "
+            f"({lc.stage_steps(len(data['train']))} steps each, {lc.final_steps(len(data['train']))} at the last; "
+            f"c={lc.latents_per_step}; step supervision {lc.step_supervision})")
+        latent_result = LatentTrainer(lc, latent_init, tokenizer, data["train"], log=log).train()
+        latent_dir = save_latent_student(latent_result.student, out / "students" / "latent", tokenizer=tokenizer,
+                                         card={"name": "distillery-latent-student",
+                                               "description": "CoT student continued through a Coconut curriculum."})
+        latent_eval = evaluate_latent(latent_result.student, tokenizer, test, ev.max_new_tokens, ev.batch_size)
+        loss = "cross-entropy after <eot>" + (f" + {lc.step_supervision} x step decoding of the thoughts (SIM-CoT)"
+                                              if lc.step_supervision > 0 else "")
+        students["latent"] = {**latent_eval, "step_accuracy_note": STEP_NOTES["latent"], "train": {
+            "steps": fork + latent_result.steps, "cot_steps": fork, "curriculum_steps": latent_result.steps,
+            "wall_seconds": round(latent_result.wall_seconds, 1), "init": f"the CoT run at step {fork}",
+            "stages": latent_result.stages, "student_dir": str(latent_dir), "loss": loss}}
+        lap("latent")
+        int8 = int8_report(cot, qat_model, students["cot"]["accuracy"], tokenizer, test, paths["test"], cfg, out)
+        int8["qat"]["train"] = qat_info
+        result["int8"] = int8
+        lap("int8")
+    elif group == "cot_corrupted":
+        log(f"[seed {seed}] CoT on the corrupted data, no step labels ({steps} steps)")
+        corrupted, info = train_kd_student(kd_run_config(cfg, runs / "cot_corrupted", tokenizer_dir, teacher,
+                                                         paths["process_train"], paths["val"], steps, seed))
+        students["cot_corrupted"] = {**evaluate(corrupted), "train": {
+            **info, "loss": kd_loss + " on the corrupted mix (step labels unused)",
+            "wrong_solutions": data["counts"]["process_wrong"]}}
+        lap("cot_corrupted")
+    elif group in ("process", "process_judge"):
+        scorer = lookup_scorer(judge_scores) if group == "process_judge" else None
+        source = "a trained judge's step scores" if scorer else "the data's step labels"
+        log(f"[seed {seed}] {group}: process supervision with {source} ({steps} steps)")
+        model, info = train_process(cfg, runs / group, tokenizer_dir, teacher, paths, seed, scorer)
+        students[group] = {**evaluate(model), "train": {
             **info, "loss": f"{kd_loss} with per-token process weights from {source}",
             "wrong_solutions": data["counts"]["process_wrong"]}}
-        lap(name)
+        lap(group)
+    else:
+        raise ValueError(f"unknown student group {group!r}; expected one of {GROUPS}")
+    result["students"] = students
+    result["timings_seconds"] = timings
+    return result
 
-    int8 = int8_report(cot, qat_model, students["cot"]["accuracy"], tokenizer, test, paths["test"], cfg, out)
-    int8["qat"]["train"] = qat_info
-    lap("int8")
-    return {"seed": seed, "students": students, "int8": int8, "timings_seconds": timings,
-            "params": no_cot.num_parameters()}
+
+def run_groups(cfg: ReasoningConfig, out: Path, tokenizer: DistilleryTokenizer, tokenizer_dir: str,
+               teacher: str | None, data: Mapping[str, Any],
+               judge_scores: Mapping[tuple[str, tuple[str, ...]], list[float]],
+               log: Callable[[str], None] = print) -> list[dict[str, Any]]:
+    """Every (seed, group) job, ``cfg.workers`` at a time in spawned processes (in this process with 1 worker);
+    returns one entry per seed, merged from its jobs: {'seed', 'students', 'int8', 'timings_seconds', 'params'}.
+
+    A job's result does not depend on the worker it ran in: each sets its thread count and its seed."""
+    jobs = [(seed, group) for group in GROUPS for seed in cfg.seeds]
+    if cfg.workers == 1:
+        results = [run_group(cfg, seed, group, out / f"seed_{seed}", tokenizer, tokenizer_dir, teacher, data,
+                             judge_scores, log) for seed, group in jobs]
+    else:
+        context = multiprocessing.get_context("spawn")  # no fork after torch has started threads
+        with concurrent.futures.ProcessPoolExecutor(max_workers=cfg.workers, mp_context=context) as pool:
+            futures = [pool.submit(run_group, cfg, seed, group, out / f"seed_{seed}", tokenizer, tokenizer_dir,
+                                   teacher, data, judge_scores) for seed, group in jobs]
+            results = []
+            for (seed, group), future in zip(jobs, futures, strict=True):
+                results.append(future.result())
+                log(f"[seed {seed}] {group} done: {results[-1]['timings_seconds']}")
+    per_seed: list[dict[str, Any]] = []
+    for seed in cfg.seeds:
+        mine = [r for r in results if r["seed"] == seed]
+        merged: dict[str, Any] = {"seed": seed, "students": {}, "timings_seconds": {}}
+        for r in mine:
+            merged["students"].update(r["students"])
+            merged["timings_seconds"].update(r["timings_seconds"])
+            for key in ("int8", "params"):
+                if key in r:
+                    merged[key] = r[key]
+        merged["students"] = {name: merged["students"][name] for name in STUDENTS}
+        per_seed.append(merged)
+    return per_seed
 
 
 def run_pipeline(cfg: ReasoningConfig, out: Path, log: Callable[[str], None] = print) -> dict[str, Any]:
@@ -690,7 +751,8 @@ def run_pipeline(cfg: ReasoningConfig, out: Path, log: Callable[[str], None] = p
     teacher, teacher_note = resolve_teacher(cfg.teacher)
     tokenizer, tokenizer_dir = build_tokenizer(cfg, teacher, out)
     data = prepare_data(cfg, out)
-    log(f"{teacher_note}; data {data['counts']}; seeds {cfg.seeds}; {cfg.train.steps} steps per student")
+    log(f"{teacher_note}; data {data['counts']}; seeds {cfg.seeds}; {cfg.train.steps} steps per student; "
+        f"{cfg.workers} worker(s) x {cfg.num_threads} thread(s)")
     t = time.perf_counter()
     judge_dir, judge_info = train_step_judge(cfg, out / "judge")
     process_rows = [json.loads(line) for line in Path(data["paths"]["process_train"]).read_text().splitlines()]
@@ -698,8 +760,7 @@ def run_pipeline(cfg: ReasoningConfig, out: Path, log: Callable[[str], None] = p
     judge_info["scoring_seconds"] = round(time.perf_counter() - t - judge_info["wall_seconds"], 1)
     judge_info["dir"] = str(judge_dir)
     log(f"judge: pairwise accuracy {judge_info['pairwise_accuracy']:.3f}, step AUROC {judge_info['step_auroc']}")
-    per_seed = [run_seed(cfg, seed, out / f"seed_{seed}", tokenizer, tokenizer_dir, teacher, data,
-                         lookup_scorer(scores), log) for seed in cfg.seeds]
+    per_seed = run_groups(cfg, out, tokenizer, tokenizer_dir, teacher, data, scores, log)
     students = aggregate(per_seed)
     int8 = aggregate_int8(per_seed)
     report: dict[str, Any] = {
@@ -710,6 +771,7 @@ def run_pipeline(cfg: ReasoningConfig, out: Path, log: Callable[[str], None] = p
         "per_seed_timings_seconds": {str(r["seed"]): r["timings_seconds"] for r in per_seed},
         "per_seed_int8": {str(r["seed"]): r["int8"] for r in per_seed},
         "threads": torch.get_num_threads(),
+        "workers": cfg.workers,
     }
     report["wall_seconds"] = round(time.perf_counter() - started, 1)
     (out / "report.json").write_text(json.dumps(report, indent=2, sort_keys=True) + "\n")

@@ -81,12 +81,17 @@ def test_pipeline_writes_the_report(tmp_path: Path, capsys: pytest.CaptureFixtur
     assert table.strip() in capsys.readouterr().out
     spec = load_latent_student(latent["per_seed"][0]["train"]["student_dir"]).spec
     assert spec.num_latents == 3 and spec.feedback == "post_norm"
-    # a rerun into the same directory starts its trainers fresh (no stale checkpoint is resumed)
+    # a rerun into the same directory starts its trainers fresh (no stale checkpoint is resumed), and jobs run
+    # in 2 worker processes give what the in-process run gave (each job sets its own seed and threads)
+    config.write_text(yaml.safe_dump({**tiny_config(str(setup["teacher"])), "workers": 2}))
     assert main(["--config", str(config), "--out", str(out)]) == 0
     again = json.loads((out / "report.json").read_text())
+    assert again["workers"] == 2 and report["workers"] == 1
     assert again["per_seed_int8"]["0"]["qat"]["train"]["qat_start_step"] == 5
     assert again["students"]["cot"]["train_steps"] == [10]
-    assert again["students"]["cot"]["accuracy_mean"] == report["students"]["cot"]["accuracy_mean"]
+    for name in STUDENTS:
+        for key in ("accuracy_mean", "mean_generated_tokens"):
+            assert again["students"][name][key] == report["students"][name][key], (name, key)
 
 
 def test_teacher_is_used_only_when_its_manifest_exists(tmp_path: Path) -> None:
