@@ -1,8 +1,9 @@
 """Losses of the KD trainer. The public API is re-exported here from :mod:`~training.losses.kd`.
 
 Modules: :mod:`~training.losses.kd` (divergences, cross-entropy, hidden-state loss, the combined KD loss and
-its weights; the conventions shared by every token-level loss are documented there; also the small helpers
-the other loss modules share: compute dtype, label checks, per-token cross-entropy, weighted reduction),
+its weights; the conventions shared by every token-level loss are documented there; also the helpers the
+other loss modules share: compute dtype, label checks, per-token cross-entropy and KL, weighted reduction,
+top-k teacher buckets),
 :mod:`~training.losses.sparse_kd_ce` (fused KD + CE over a sparse top-k teacher),
 :mod:`~training.losses.chunked` (the same losses over sequence chunks, without materializing ``(N, V)``
 logits). The process (per-step) losses of the reasoning pipeline live in :mod:`training.reasoning.process_losses`.
@@ -28,12 +29,14 @@ from training.losses.kd import (
     generalized_jsd,
     hidden_state_loss,
     kd_divergence,
+    kl_rows,
     reduce_weighted,
     resolve_normalizer,
     reverse_kl,
     skew_kl,
     skew_reverse_kl,
     sparse_topk_kl,
+    teacher_buckets,
     token_weights,
     uniform_layer_map,
 )
@@ -58,12 +61,14 @@ __all__ = [
     "generalized_jsd",
     "hidden_state_loss",
     "kd_divergence",
+    "kl_rows",
     "reduce_weighted",
     "resolve_normalizer",
     "reverse_kl",
     "skew_kl",
     "skew_reverse_kl",
     "sparse_topk_kl",
+    "teacher_buckets",
     "token_weights",
     "uniform_layer_map",
 ]

@@ -116,19 +116,7 @@ def _autograd_chunk(
 ) -> tuple[Tensor, Tensor, Tensor]:
     """Any divergence (or the sparse top-k teacher) + CE on one chunk, differentiated with autograd.
 
-    Args:
-        h_c: student hidden states of the chunk ``(C, H)`` in the compute dtype.
-        w: student lm_head weight ``(V, H)`` in the compute dtype.
-        teacher: ``(teacher_hidden (C, H_t), teacher_weight (V, H_t))`` for a dense teacher,
-            ``(topk_ids (C, K), topk_logprobs (C, K))`` for a top-k one, ``None`` when ``kd_weight == 0``.
-        labels: int64 ``(C,)``.
-        kd_w: float KD token weights ``(C,)``.
-        kd_norm: 0-d KD normalizer (tokens).
-        ce_norm: 0-d CE normalizer (tokens).
-        cfg: settings.
-
-    Returns:
-        ``(kd_term, ce_term, dlogits)`` as in :func:`_closed_form_chunk`.
+    Arguments and result as for :func:`_closed_form_chunk` (the two are interchangeable chunk functions).
     """
     logits = h_c @ w.T
     zero = logits.new_zeros(())

@@ -64,7 +64,9 @@ __all__ = [
     "check_unit_interval",
     "connected_zero",
     "cross_entropy_per_token",
+    "kl_rows",
     "reduce_weighted",
+    "teacher_buckets",
 ]
 
 
@@ -176,7 +178,7 @@ def _xlogy_diff(log_a: Tensor, log_b: Tensor) -> Tensor:
     return a * diff
 
 
-def _kl_rows(log_a: Tensor, log_b: Tensor) -> Tensor:
+def kl_rows(log_a: Tensor, log_b: Tensor) -> Tensor:
     """Per-row ``KL(a || b) = sum_v a_v (log a_v - log b_v)``: ``(..., V) -> (...)`` in nats."""
     return _xlogy_diff(log_a, log_b).sum(dim=-1)
 
@@ -226,6 +228,20 @@ def _prepare_pair(
     return log_q, log_p
 
 
+def _oriented(log_q: Tensor, log_p: Tensor, reverse: bool) -> tuple[Tensor, Tensor]:
+    """``(log a, log b)`` of ``KL(a || .)``: ``(log p, log q)`` forward, ``(log q, floored log p)`` reverse
+    (see :func:`_floor_logprobs`)."""
+    return (log_q, _floor_logprobs(log_p)) if reverse else (log_p, log_q)
+
+
+def _skew(student_logits: Tensor, teacher_logits: Tensor, alpha: float, mask: Tensor | None,
+          temperature: float, normalizer: Normalizer, *, reverse: bool) -> Tensor:
+    """``T**2 * KL(a || alpha * a + (1 - alpha) * b)`` with ``(a, b)`` from :func:`_oriented`."""
+    check_unit_interval("alpha", alpha)
+    log_a, log_b = _oriented(*_prepare_pair(student_logits, teacher_logits, temperature), reverse)
+    return _finish(kl_rows(log_a, _log_mixture(log_a, log_b, alpha)), mask, normalizer, temperature)
+
+
 def _finish(per_token: Tensor, mask: Tensor | None, normalizer: Normalizer, temperature: float) -> Tensor:
     """Scale per-token divergences ``(...)`` by ``T**2``, mask and normalise to a 0-d loss (nats/token)."""
     weights = token_weights(mask, per_token.shape, per_token.dtype, per_token.device)
@@ -259,8 +275,8 @@ def forward_kl(
     Returns:
         0-d tensor: masked sum of per-token divergences / normalizer (nats per target token).
     """
-    log_q, log_p = _prepare_pair(student_logits, teacher_logits, temperature)
-    return _finish(_kl_rows(log_p, log_q), mask, normalizer, temperature)
+    log_a, log_b = _oriented(*_prepare_pair(student_logits, teacher_logits, temperature), reverse=False)
+    return _finish(kl_rows(log_a, log_b), mask, normalizer, temperature)
 
 
 def reverse_kl(
@@ -286,8 +302,8 @@ def reverse_kl(
     Returns:
         0-d tensor (nats per target token).
     """
-    log_q, log_p = _prepare_pair(student_logits, teacher_logits, temperature)
-    return _finish(_kl_rows(log_q, _floor_logprobs(log_p)), mask, normalizer, temperature)
+    log_a, log_b = _oriented(*_prepare_pair(student_logits, teacher_logits, temperature), reverse=True)
+    return _finish(kl_rows(log_a, log_b), mask, normalizer, temperature)
 
 
 def generalized_jsd(
@@ -323,7 +339,7 @@ def generalized_jsd(
     if beta in (0.0, 1.0):
         return connected_zero(log_q)
     log_m = _log_mixture(log_p, log_q, beta)
-    per_token = beta * _kl_rows(log_p, log_m) + (1.0 - beta) * _kl_rows(log_q, log_m)
+    per_token = beta * kl_rows(log_p, log_m) + (1.0 - beta) * kl_rows(log_q, log_m)
     return _finish(per_token, mask, normalizer, temperature)
 
 
@@ -350,10 +366,7 @@ def skew_kl(
     Returns:
         0-d tensor (nats per target token).
     """
-    check_unit_interval("alpha", alpha)
-    log_q, log_p = _prepare_pair(student_logits, teacher_logits, temperature)
-    log_m = _log_mixture(log_p, log_q, alpha)
-    return _finish(_kl_rows(log_p, log_m), mask, normalizer, temperature)
+    return _skew(student_logits, teacher_logits, alpha, mask, temperature, normalizer, reverse=False)
 
 
 def skew_reverse_kl(
@@ -380,10 +393,7 @@ def skew_reverse_kl(
     Returns:
         0-d tensor (nats per target token).
     """
-    check_unit_interval("alpha", alpha)
-    log_q, log_p = _prepare_pair(student_logits, teacher_logits, temperature)
-    log_m = _log_mixture(log_q, _floor_logprobs(log_p), alpha)
-    return _finish(_kl_rows(log_q, log_m), mask, normalizer, temperature)
+    return _skew(student_logits, teacher_logits, alpha, mask, temperature, normalizer, reverse=True)
 
 
 DIVERGENCES: dict[str, Callable[..., Tensor]] = {
@@ -563,18 +573,39 @@ def sparse_topk_kl(
     log_q_tail = _masked_logsumexp(log_q_full, in_topk)
     log_q = torch.cat([log_q_topk, log_q_tail.unsqueeze(-1)], dim=-1)
 
-    t = teacher_topk_logprobs.detach().to(s.dtype)
+    log_p = teacher_buckets(teacher_topk_logprobs.detach().to(s.dtype), vocab, temperature)
+    return _finish(kl_rows(log_p, log_q), mask, normalizer, temperature)
+
+
+def teacher_buckets(topk_logprobs: Tensor, vocab: int, temperature: float) -> Tensor:
+    """Teacher log-probabilities over ``K + 1`` buckets (the K ids, then the tail), re-tempered: the teacher
+    side of :func:`sparse_topk_kl` (and of :mod:`training.losses.sparse_kd_ce`).
+
+    The tail has mass ``max(0, 1 - sum_k p_k)``; below the rounding error of that sum (``K * finfo.eps``), or
+    whenever ``K == V``, it counts as empty. The buckets are renormalised as ``log_softmax(log b / T)``.
+
+    Args:
+        topk_logprobs: ``(..., K)`` float teacher log-probabilities at temperature 1 (``-inf`` allowed), constants.
+        vocab: V, the vocabulary size.
+        temperature: ``T > 0``.
+
+    Returns:
+        ``(..., K + 1)`` log-probabilities (``-inf`` for empty buckets).
+    """
+    k = topk_logprobs.shape[-1]
     # 1 - sum(p_k) carries a rounding error of about K * eps; anything below that is no tail. With K = V
     # the ids cover the vocabulary and the tail is empty by construction.
-    tail_mass = 1.0 - t.exp().sum(dim=-1)
-    has_tail = tail_mass > k * torch.finfo(t.dtype).eps
+    tail_mass = 1.0 - topk_logprobs.exp().sum(dim=-1)
+    has_tail = tail_mass > k * torch.finfo(topk_logprobs.dtype).eps
     if k == vocab:
         has_tail = torch.zeros_like(has_tail)
     log_tail = torch.where(
         has_tail, torch.log(torch.where(has_tail, tail_mass, torch.ones_like(tail_mass))), -math.inf
     )
-    log_p = F.log_softmax(torch.cat([t, log_tail.unsqueeze(-1)], dim=-1) / temperature, dim=-1)
-    return _finish(_kl_rows(log_p, log_q), mask, normalizer, temperature)
+    buckets = torch.cat([topk_logprobs, log_tail.unsqueeze(-1)], dim=-1)
+    if temperature != 1.0:
+        buckets = buckets / temperature
+    return F.log_softmax(buckets, dim=-1)
 
 
 # ----------------------------------------------------------------------------------------------------------

@@ -30,7 +30,7 @@ import torch
 from torch import Tensor
 
 from training.losses.closed_form import apply_closed_form, check_settings, row_weights, subtract_ce_targets
-from training.losses.kd import IGNORE_INDEX, Normalizer
+from training.losses.kd import IGNORE_INDEX, Normalizer, kl_rows, teacher_buckets
 
 __all__ = ["SparseKDCETerms", "sparse_kd_ce_logit_grad", "sparse_kd_ce_loss"]
 
@@ -41,38 +41,6 @@ class SparseKDCETerms:
 
     kd: Tensor
     ce: Tensor
-
-
-def _teacher_buckets(topk_logprobs: Tensor, vocab: int, temperature: float) -> Tensor:
-    """Teacher log-probabilities over ``K + 1`` buckets (K ids, then the tail), re-tempered.
-
-    Args:
-        topk_logprobs: ``(N, K)`` float32 teacher log-probabilities at temperature 1 (``-inf`` allowed).
-        vocab: V, the vocabulary size (a tail is impossible when ``K == V``).
-        temperature: ``T > 0``.
-
-    Returns:
-        ``(N, K + 1)`` log-probabilities (``-inf`` for empty buckets).
-    """
-    k = topk_logprobs.shape[-1]
-    tail_mass = 1.0 - topk_logprobs.exp().sum(dim=-1)
-    # 1 - sum(p_k) carries a rounding error of about K * eps: anything below that is no tail.
-    has_tail = tail_mass > k * torch.finfo(topk_logprobs.dtype).eps
-    if k == vocab:
-        has_tail = torch.zeros_like(has_tail)
-    log_tail = torch.where(has_tail, torch.log(torch.where(has_tail, tail_mass, torch.ones_like(tail_mass))),
-                           -math.inf)
-    buckets = torch.cat([topk_logprobs, log_tail.unsqueeze(-1)], dim=-1)
-    if temperature != 1.0:
-        buckets = buckets / temperature
-    return torch.log_softmax(buckets, dim=-1)
-
-
-def _row_kl(log_p: Tensor, log_q: Tensor) -> Tensor:
-    """``sum_b p_b (log p_b - log q_b)`` per row with ``0 * log 0 = 0``; ``(N, B) -> (N,)``."""
-    p = log_p.exp()
-    diff = torch.where(p > 0, log_p - log_q, torch.zeros_like(log_p))
-    return (p * diff).sum(dim=-1)
 
 
 def sparse_kd_ce_logit_grad(
@@ -133,8 +101,8 @@ def sparse_kd_ce_logit_grad(
         buf.scatter_(-1, ids, -math.inf)  # buf: z with the listed ids masked out
         lse_tail = torch.logsumexp(buf, dim=-1)  # (N,), -inf when the ids cover the vocabulary
         log_q = torch.cat([log_qk, (lse_tail - lse).unsqueeze(-1)], dim=-1)
-        log_p = _teacher_buckets(topk_logprobs.detach().to(buf.dtype), vocab, temperature)
-        row_kl = _row_kl(log_p, log_q) * (temperature * temperature)
+        log_p = teacher_buckets(topk_logprobs.detach().to(buf.dtype), vocab, temperature)
+        row_kl = kl_rows(log_p, log_q) * (temperature * temperature)
         kd_term = (torch.where(kd_rows != 0, row_kl, torch.zeros_like(row_kl)) * kd_rows).sum() / kd_norm
         kd_scale = (kd_weight * temperature / kd_norm) * kd_rows  # (N,) gradient scale of KD per row
         # non-listed ids: T q_v (1 - p_tail / q_tail); p_tail = 0 (no tail) gives factor 1
