@@ -18,7 +18,7 @@ import json
 import sys
 
 from training.teachers.cache_builder import CacheSettings, build_topk_cache
-from training.teachers.spec import add_teacher_arguments
+from training.teachers.spec import add_teacher_arguments, teacher_from_arguments
 from training.user_errors import user_error_exit
 
 
@@ -73,15 +73,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 @user_error_exit
 def main(argv: list[str] | None = None) -> int:
-    import torch
-
     from training.teachers.factory import build_teacher
-    from training.teachers.spec import parse_teacher_spec
 
     args = build_parser().parse_args(argv)
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    section = parse_teacher_spec(args.teacher, args.teacher_opt)
+    section = teacher_from_arguments(args)
     if section.kind == "cache":
         print("error: --teacher must be a live source (checkpoint, hf or http), not a cache", file=sys.stderr)
         return 2

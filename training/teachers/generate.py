@@ -28,7 +28,7 @@ from pydantic import ValidationError
 
 from training.data.schema import Example, describe_validation_error
 from training.teachers.local import GenerationParams, generate_ids, is_dense_local
-from training.teachers.spec import add_teacher_arguments
+from training.teachers.spec import add_teacher_arguments, teacher_from_arguments
 from training.tokenizer import check_tokenizers_match
 from training.user_errors import user_error_exit
 
@@ -200,16 +200,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 @user_error_exit
 def main(argv: list[str] | None = None) -> int:
-    import torch
-
     from training.teachers.factory import build_teacher
-    from training.teachers.spec import parse_teacher_spec
     from training.teachers.teacher_tokenizer import load_teacher_tokenizer
 
     args = build_parser().parse_args(argv)
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    section = parse_teacher_spec(args.teacher, args.teacher_opt)
+    section = teacher_from_arguments(args)
     teacher = build_teacher(section)
     student = load_teacher_tokenizer(args.student_tokenizer) if args.student_tokenizer else None
     params = GenerationParams(

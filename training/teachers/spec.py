@@ -91,3 +91,14 @@ def add_teacher_arguments(parser: argparse.ArgumentParser, *, sources: str, exam
     parser.add_argument("--teacher-opt", action="append", default=[], metavar="KEY=VALUE",
                         help=f"other teacher fields, e.g. {examples} (repeatable)")
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
+
+
+def teacher_from_arguments(args: argparse.Namespace) -> TeacherSection:
+    """The other half of :func:`add_teacher_arguments`, at the start of a command's ``main``: applies
+    ``--threads`` (torch CPU threads, when given) and returns the section of ``--teacher`` /
+    ``--teacher-opt`` (:func:`parse_teacher_spec`)."""
+    if args.threads:
+        import torch
+
+        torch.set_num_threads(args.threads)
+    return parse_teacher_spec(args.teacher, args.teacher_opt)
