@@ -9,7 +9,6 @@ Weights are read with ``safetensors`` only; nothing is ever unpickled.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import re
@@ -24,6 +23,7 @@ import torch
 from safetensors import SafetensorError, safe_open
 from safetensors.torch import save_file
 
+from training.checksums import sha256_file
 from training.model import Student
 from training.model_card import render_model_card
 from training.model_config import ModelConfig
@@ -41,15 +41,6 @@ class ArtifactError(RuntimeError):
 
 class UnverifiedArtifactWarning(UserWarning):
     """A directory was loaded without a manifest, so nothing about its files was verified."""
-
-
-def sha256_file(path: Path, chunk: int = 1 << 20) -> str:
-    """Hex sha256 of a file, read in 1 MiB chunks."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        while block := fh.read(chunk):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def build_manifest(directory: Path) -> dict[str, Any]:

@@ -7,24 +7,15 @@ holds no timestamps or absolute paths, so regenerating the same data gives the s
 
 from __future__ import annotations
 
-import hashlib
 import json
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from training.checksums import sha256_file
 from training.prompt_bank.filters import StageCount
 
 MANIFEST_VERSION = 1
-
-
-def sha256_file(path: Path) -> str:
-    """Hex SHA-256 of the file's bytes."""
-    digest = hashlib.sha256()
-    with path.open("rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def manifest_path(output: Path) -> Path:

@@ -31,6 +31,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from training.checksums import sha256_file
 from training.data import IGNORE_INDEX, EncodedExample, QuarantineLog, SequenceTooLongError, encode_example
 from training.data.reader import count_records, read_examples
 from training.teachers.base import Teacher
@@ -136,14 +137,6 @@ def full_kl(full_logp: Tensor, ids: Tensor, topk_lp: Tensor, tail: Tensor) -> Te
 
 
 # ---- data -----------------------------------------------------------------------------------------------
-def file_sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        while block := fh.read(1 << 20):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def first_stored_position(example: EncodedExample, positions: str) -> int:
     """0 for ``'all'``; the first labelled position (the last prompt token) for ``'completion'``."""
     if positions == "all":
@@ -327,7 +320,7 @@ def build_topk_cache(
     build = {
         "teacher": teacher_description,
         "data": [p.name for p in paths],
-        "data_sha256": [file_sha256(p) for p in paths],
+        "data_sha256": [sha256_file(p) for p in paths],
         **locked,
     }
     fingerprint = hashlib.sha256(

@@ -47,6 +47,8 @@ from typing import Any, Literal
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from training.checksums import sha256_file
+
 CACHE_FORMAT = "distillery-topk-cache"
 CACHE_FORMAT_VERSION = 1
 MANIFEST_FILE = "manifest.json"
@@ -285,14 +287,6 @@ def read_manifest(directory: Path) -> CacheManifest:
         raise CacheFormatError(f"{path} is malformed: {exc}") from exc
 
 
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        while block := fh.read(1 << 20):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def shard_name(index: int) -> str:
     return f"shard-{index:05d}"
 
@@ -374,7 +368,7 @@ class ShardWriter:
                 np.save(fh, np.ascontiguousarray(arr), allow_pickle=False)
                 fh.flush()
                 os.fsync(fh.fileno())
-            files[fname] = {"sha256": _sha256(path), "size": path.stat().st_size}
+            files[fname] = {"sha256": sha256_file(path), "size": path.stat().st_size}
         if final.exists():
             shutil.rmtree(final)
         os.replace(tmp, final)
@@ -397,7 +391,7 @@ def verify_shard(directory: Path, info: ShardInfo, full: bool = True) -> None:
             raise CacheFormatError(
                 f"{path} has {path.stat().st_size} bytes, the manifest says {entry.get('size')}"
             )
-        if full and _sha256(path) != entry.get("sha256"):
+        if full and sha256_file(path) != entry.get("sha256"):
             raise CacheFormatError(f"{path} does not match its sha256 in the manifest (altered or corrupt)")
 
 
