@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import math
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import torch
 
@@ -25,8 +25,9 @@ def warmup_cosine(step: int, *, warmup_steps: int, max_steps: int, min_ratio: fl
     return min_ratio + (1.0 - min_ratio) * 0.5 * (1.0 + math.cos(math.pi * progress))
 
 
-def build_optimizer(model: Student, cfg: KDConfig) -> torch.optim.AdamW:
-    """AdamW; weight decay on matrices only (not norms, biases or embeddings)."""
+def param_groups(model: Student, weight_decay: float) -> list[dict[str, Any]]:
+    """AdamW parameter groups: ``weight_decay`` on matrices, none on norms, biases and embeddings (each
+    trainable parameter once, tied ones included)."""
     decay, no_decay = [], []
     seen: set[int] = set()
     for name, param in model.named_parameters():
@@ -34,11 +35,16 @@ def build_optimizer(model: Student, cfg: KDConfig) -> torch.optim.AdamW:
             continue
         seen.add(id(param))
         (decay if param.ndim == 2 and "embed_tokens" not in name else no_decay).append(param)
-    groups = [{"params": decay, "weight_decay": cfg.optim.weight_decay},
-              {"params": no_decay, "weight_decay": 0.0}]
+    return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+
+
+def build_optimizer(model: Student, cfg: KDConfig) -> torch.optim.AdamW:
+    """AdamW over :func:`param_groups`; weight decay on matrices only (not norms, biases or embeddings)."""
+    groups = param_groups(model, cfg.optim.weight_decay)
+    params = [p for group in groups for p in group["params"]]
     # fused: one kernel over all parameters (CPU and CUDA) instead of a Python loop of per-tensor ops; the
     # update is AdamW's to fp32 rounding. Sharded (DTensor) parameters use the foreach implementation.
-    sharded = any(type(p).__name__ == "DTensor" for p in decay + no_decay)
-    fused = not sharded and all(p.is_floating_point() and p.device.type in ("cpu", "cuda") for p in decay + no_decay)
+    sharded = any(type(p).__name__ == "DTensor" for p in params)
+    fused = not sharded and all(p.is_floating_point() and p.device.type in ("cpu", "cuda") for p in params)
     return torch.optim.AdamW(groups, lr=cfg.optim.lr, betas=cfg.optim.betas, fused=fused or None,
                              foreach=True if not fused else None)
