@@ -129,6 +129,9 @@ class KDSection(_Strict):
     temperature: float = Field(1.0, gt=0)
     kd_weight: float = Field(1.0, ge=0)
     ce_weight: float = Field(0.5, ge=0)
+    cache_top_k: int | None = Field(None, ge=1, description="run the teacher once per training file into a top-k "
+                                    "cache (training.teachers.cache_builder) and distill from it (sparse forward "
+                                    "KL, shared by every seed) instead of running the teacher at every step")
 
 
 class ProcessSection(_Strict):
@@ -237,17 +240,52 @@ def build_tokenizer(cfg: ReasoningConfig, teacher: str | None, out: Path) -> tup
 # ---------------------------------------------------------------------------------------------------------
 
 
+def teacher_cache_dir(out: Path, train_file: str) -> Path:
+    """Where :func:`build_teacher_caches` puts the top-k cache of ``train_file`` (and its validation file)."""
+    return out / "teacher_cache" / Path(train_file).stem
+
+
+def build_teacher_caches(cfg: ReasoningConfig, teacher: str, paths: Mapping[str, str], out: Path,
+                         log: Callable[[str], None] = print) -> dict[str, Any]:
+    """Top-``kd.cache_top_k`` caches of the teacher over the two KD training sets (CoT, corrupted mix), each
+    with the validation file; a finished cache is reused. Returns {train file stem: manifest summary}."""
+    from training.teachers.cache_builder import CacheSettings, build_topk_cache
+    from training.teachers.checkpoint_teacher import CheckpointTeacher
+
+    assert cfg.kd.cache_top_k is not None
+    model = CheckpointTeacher(teacher)
+    settings = CacheSettings(k=cfg.kd.cache_top_k, temperature=cfg.kd.temperature, max_length=cfg.data.max_length,
+                             batch_size=64)
+    summary: dict[str, Any] = {}
+    for train in ("cot_train", "process_train"):
+        started = time.perf_counter()
+        manifest = build_topk_cache(model, [paths[train], paths["val"]], teacher_cache_dir(out, paths[train]),
+                                    settings, teacher_description={"kind": "checkpoint", "path": teacher},
+                                    progress=False)
+        summary[Path(paths[train]).stem] = {"k": cfg.kd.cache_top_k, "kl": manifest.kl,
+                                            "seconds": round(time.perf_counter() - started, 1)}
+        log(f"teacher cache {train}: top-{cfg.kd.cache_top_k}, {summary[Path(paths[train]).stem]}")
+    return summary
+
+
 def kd_run_config(cfg: ReasoningConfig, out_dir: Path, tokenizer_dir: str, teacher: str | None, train_file: str,
-                  val_file: str, max_steps: int, seed: int = 0, **extra: Any) -> dict[str, Any]:
-    """A KD config (as a dict) for one student run of the shared budget."""
+                  val_file: str, max_steps: int, seed: int = 0, cache_root: Path | None = None,
+                  **extra: Any) -> dict[str, Any]:
+    """A KD config (as a dict) for one student run of the shared budget; with ``kd.cache_top_k`` and a
+    ``cache_root`` the teacher is the cache :func:`build_teacher_caches` wrote under ``cache_root``."""
     t = cfg.train
+    if teacher and cfg.kd.cache_top_k and cache_root is not None:
+        teacher_section: dict[str, Any] | None = {
+            "kind": "cache", "path": str(teacher_cache_dir(cache_root, train_file)), "temperature": cfg.kd.temperature}
+    else:
+        teacher_section = {"kind": "checkpoint", "path": teacher} if teacher else None
     return {
         "out_dir": str(out_dir),
         "seed": seed,
         "tokenizer": tokenizer_dir,
         "task": cfg.task,
         "student": cfg.student.model_dump(),
-        "teacher": {"kind": "checkpoint", "path": teacher} if teacher else None,
+        "teacher": teacher_section,
         "data": {"train": [train_file], "val": [val_file], "max_length": cfg.data.max_length,
                  "batch_size": t.batch_size, "shuffle_buffer": 4096},
         "loss": {"divergence": cfg.kd.divergence, "temperature": cfg.kd.temperature, "kd_weight": cfg.kd.kd_weight,
@@ -343,13 +381,13 @@ def clone_student(model: Student) -> Student:
 
 def train_process(cfg: ReasoningConfig, out_dir: Path, tokenizer_dir: str, teacher: str | None,
                   paths: Mapping[str, str], seed: int, step_scorer: Callable[[str, list[str]], list[float]] | None
-                  = None) -> tuple[Student, dict[str, Any]]:
+                  = None, cache_root: Path | None = None) -> tuple[Student, dict[str, Any]]:
     """A process-supervised student (:func:`training.distill_process.train_process_student`): step weights
     from the data's labels, or with ``step_scorer`` from a judge (``weights_from: judge``)."""
     from training.distill_process import train_process_student
 
     base = kd_run_config(cfg, out_dir, tokenizer_dir, teacher, paths["process_train"], paths["val"],
-                         cfg.train.steps, seed)
+                         cfg.train.steps, seed, cache_root=cache_root)
     base["process"] = {"unlikelihood_weight": cfg.process.unlikelihood_weight,
                        "wrong_weight": cfg.process.wrong_weight,
                        "weights_from": "judge" if step_scorer is not None else "labels"}
@@ -657,7 +695,8 @@ def run_group(cfg: ReasoningConfig, seed: int, group: str, out: Path, tokenizer:
         fork = latent_cot_steps(cfg)
         log(f"[seed {seed}] CoT ({steps} steps; the latent student forks at {fork}, the QAT twin at "
             f"{qat_start_step(steps, cfg.qat.start_fraction)})")
-        base = kd_run_config(cfg, runs / "cot", tokenizer_dir, teacher, paths["cot_train"], paths["val"], steps, seed)
+        base = kd_run_config(cfg, runs / "cot", tokenizer_dir, teacher, paths["cot_train"], paths["val"], steps, seed,
+                             cache_root=out.parent)
         cot, cot_info, qat_model, qat_info, latent_init = train_cot_forks(cfg, base, out, fork)
         students["cot"] = {**evaluate(cot), "train": {**cot_info, "loss": kd_loss}}
         lap("cot_and_qat")
@@ -685,7 +724,8 @@ def run_group(cfg: ReasoningConfig, seed: int, group: str, out: Path, tokenizer:
     elif group == "cot_corrupted":
         log(f"[seed {seed}] CoT on the corrupted data, no step labels ({steps} steps)")
         corrupted, info = train_kd_student(kd_run_config(cfg, runs / "cot_corrupted", tokenizer_dir, teacher,
-                                                         paths["process_train"], paths["val"], steps, seed))
+                                                         paths["process_train"], paths["val"], steps, seed,
+                                                         cache_root=out.parent))
         students["cot_corrupted"] = {**evaluate(corrupted), "train": {
             **info, "loss": kd_loss + " on the corrupted mix (step labels unused)",
             "wrong_solutions": data["counts"]["process_wrong"]}}
@@ -694,7 +734,8 @@ def run_group(cfg: ReasoningConfig, seed: int, group: str, out: Path, tokenizer:
         scorer = lookup_scorer(judge_scores) if group == "process_judge" else None
         source = "a trained judge's step scores" if scorer else "the data's step labels"
         log(f"[seed {seed}] {group}: process supervision with {source} ({steps} steps)")
-        model, info = train_process(cfg, runs / group, tokenizer_dir, teacher, paths, seed, scorer)
+        model, info = train_process(cfg, runs / group, tokenizer_dir, teacher, paths, seed, scorer,
+                                    cache_root=out.parent)
         students[group] = {**evaluate(model), "train": {
             **info, "loss": f"{kd_loss} with per-token process weights from {source}",
             "wrong_solutions": data["counts"]["process_wrong"]}}
@@ -760,6 +801,7 @@ def run_pipeline(cfg: ReasoningConfig, out: Path, log: Callable[[str], None] = p
     judge_info["scoring_seconds"] = round(time.perf_counter() - t - judge_info["wall_seconds"], 1)
     judge_info["dir"] = str(judge_dir)
     log(f"judge: pairwise accuracy {judge_info['pairwise_accuracy']:.3f}, step AUROC {judge_info['step_auroc']}")
+    caches = build_teacher_caches(cfg, teacher, data["paths"], out, log) if teacher and cfg.kd.cache_top_k else None
     per_seed = run_groups(cfg, out, tokenizer, tokenizer_dir, teacher, data, scores, log)
     students = aggregate(per_seed)
     int8 = aggregate_int8(per_seed)
@@ -768,6 +810,7 @@ def run_pipeline(cfg: ReasoningConfig, out: Path, log: Callable[[str], None] = p
         "seeds": list(cfg.seeds), "steps_per_student": cfg.train.steps,
         "params": per_seed[0]["params"],
         "students": students, "int8": int8, "judge": judge_info, "acceptance": acceptance(students),
+        "teacher_cache": caches,
         "per_seed_timings_seconds": {str(r["seed"]): r["timings_seconds"] for r in per_seed},
         "per_seed_int8": {str(r["seed"]): r["int8"] for r in per_seed},
         "threads": torch.get_num_threads(),
