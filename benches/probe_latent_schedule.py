@@ -26,6 +26,7 @@ from training.kd.trainer import KDTrainer
 from training.model import Student
 from training.reasoning.latent_curriculum import LatentTrainer, evaluate_latent
 from training.reasoning_pipeline import (
+    build_teacher_caches,
     build_tokenizer,
     evaluate_text_student,
     kd_run_config,
@@ -41,7 +42,8 @@ def cot_fork(cfg: Any, out: Path, tokdir: str, teacher: str | None, paths: dict[
     """The CoT run (train.steps schedule) stopped after ``fork`` steps; cached."""
     cache = out / f"cot_fork{fork}_of{cfg.train.steps}_s{seed}_{stem}.pt"
     run = out / "runs" / f"cot_fork{fork}_s{seed}_{stem}"
-    base = kd_run_config(cfg, run, tokdir, teacher, paths["cot_train"], paths["val"], cfg.train.steps, seed)
+    base = kd_run_config(cfg, run, tokdir, teacher, paths["cot_train"], paths["val"], cfg.train.steps, seed,
+                         cache_root=out)
     if not cache.exists():
         trainer = KDTrainer(KDConfig.model_validate(base), stop_after_steps=fork)
         result = trainer.train()
@@ -70,6 +72,8 @@ def main() -> None:
     teacher, _ = resolve_teacher(cfg.teacher)
     tok, tokdir = build_tokenizer(cfg, teacher, args.out)
     data = prepare_data(cfg, args.out)
+    if teacher and cfg.kd.cache_top_k:  # the pipeline's top-k teacher cache, built once in OUT
+        build_teacher_caches(cfg, teacher, data["paths"], args.out)
     paths, test, ev = data["paths"], data["test"], cfg.eval
     results = args.out / "results.jsonl"
     stem = Path(args.config).stem
@@ -87,7 +91,7 @@ def main() -> None:
     if args.time_steps:  # process CPU time (all threads), less sensitive to other jobs than wall time
         for name, (train_file, val_file, t) in runs.items():
             base = kd_run_config(cfg, args.out / "runs" / f"time_{name}_{stem}", tokdir, t, paths[train_file],
-                                 paths[val_file], cfg.train.steps, args.seed)
+                                 paths[val_file], cfg.train.steps, args.seed, cache_root=args.out)
             trainer = KDTrainer(KDConfig.model_validate(base), stop_after_steps=args.time_steps)
             cpu, wall = time.process_time(), time.time()
             trainer.train()
@@ -99,7 +103,8 @@ def main() -> None:
         train_file, val_file, t = runs[name]
         started = time.time()
         model, _ = train_kd_student(kd_run_config(cfg, args.out / "runs" / f"{name}_s{args.seed}_{stem}", tokdir,
-                                                  t, paths[train_file], paths[val_file], cfg.train.steps, args.seed))
+                                                  t, paths[train_file], paths[val_file], cfg.train.steps, args.seed,
+                                                  cache_root=args.out))
         e = evaluate_text_student(model, tok, test, ev.max_new_tokens, ev.batch_size)
         record({"student": name, "accuracy": e["accuracy"], "tokens": e["mean_generated_tokens"],
                 "seconds": round(time.time() - started)})
