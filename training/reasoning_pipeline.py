@@ -358,7 +358,7 @@ def train_cot_forks(cfg: ReasoningConfig, base: dict[str, Any], out: Path, laten
     shared_wall = time.perf_counter() - started
     plain_student, plain_info = train_kd_student({**base, "resume": resume})
     plain_info["wall_seconds"] = round(plain_info["wall_seconds"] + shared_wall, 1)
-    hook = QATHook(qat_start, learn_scales=cfg.qat.learn_scales)
+    hook = QATHook(qat_start, learn_scales=cfg.qat.learn_scales, qmax=cfg.qat.qmax)
     qat_cfg = {**base, "out_dir": str(Path(base["out_dir"]).parent / "cot_qat"), "resume": qat_resume or "never"}
     trainer = KDTrainer(KDConfig.model_validate(qat_cfg), hooks=[hook])
     result = trainer.train()
@@ -508,23 +508,24 @@ def int8_report(plain: Student, qat: Student, plain_fp32_accuracy: float, tokeni
     shadow weights) minus its int8 accuracy. ``test_loss`` is the more sensitive measure: gold-completion
     cross-entropy of each model.
     """
-    max_new, max_len = cfg.eval.max_new_tokens, cfg.data.max_length
+    max_new, max_len, qmax = cfg.eval.max_new_tokens, cfg.data.max_length, cfg.qat.qmax
     sample = [tokenizer.encode(str(e["prompt"]) + str(e["completion"]), add_bos=True) for e in examples[:64]]
     ids, mask = left_pad(sample, tokenizer.pad_id)
     plain_fp32_loss = gold_loss(plain, tokenizer, test_file, max_len, out)
     report: dict[str, Any] = {}
     for name, model in (("plain", plain), ("qat", qat)):
-        state = export_int8(model)
-        path = save_int8(state, out / "int8" / f"cot_{name}_int8.safetensors")
-        int8_model = materialize_int8(model)
-        acc = int8_accuracy(model, tokenizer, list(examples), "arithmetic", max_new)
+        state = export_int8(model, qmax)
+        path = save_int8(state, out / "int8" / f"cot_{name}_int{cfg.qat.bits}.safetensors")
+        int8_model = materialize_int8(model, qmax)
+        acc = int8_accuracy(model, tokenizer, list(examples), "arithmetic", max_new, qmax)
         entry: dict[str, Any] = {"accuracy": acc["accuracy"], "export": str(path),
                                  "export_bytes": int8_size_bytes(state),
                                  "test_loss": gold_loss(int8_model, tokenizer, test_file, max_len, out),
-                                 "error_vs_unquantized": quantization_error(model, ids, mask)}
+                                 "bits": cfg.qat.bits,
+                                 "error_vs_unquantized": quantization_error(model, ids, mask, qmax)}
         if name == "plain":
             own_fp32, own_loss = plain_fp32_accuracy, plain_fp32_loss
-            entry["scales"] = "max|W|/127 per output channel"
+            entry["scales"] = f"max|W|/{qmax} per output channel"
         else:
             shadow = shadow_fp32(model)
             own_fp32 = evaluate_text_student(shadow, tokenizer, examples, max_new, 256)["accuracy"]
@@ -592,6 +593,7 @@ def aggregate_int8(per_seed: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
         for key in ("accuracy", "fp32_accuracy", "drop_vs_plain_fp32", "test_loss", "test_loss_increase_vs_plain_fp32"):
             entry[f"{key}_mean"], entry[f"{key}_std"] = mean_std([r[key] for r in runs])
         out[name] = entry
+    out["bits"] = per_seed[0]["int8"]["plain"].get("bits", 8)
     return out
 
 
@@ -631,7 +633,8 @@ def format_table(report: Mapping[str, Any]) -> str:
                      f"{e['mean_generated_tokens']:.1f} | {_fmt(e.get('mean_latent_positions', 0.0), 1)} | "
                      f"{'/'.join(str(x) for x in e['train_steps'])} |")
     int8 = report["int8"]
-    lines += ["", "| CoT student int8 | int8 accuracy | drop vs plain fp32 | int8 test loss | "
+    q = f"int{int8.get('bits', 8)}"
+    lines += ["", f"| CoT student {q} (per-channel weights) | {q} accuracy | drop vs plain fp32 | {q} test loss | "
               "test loss increase vs plain fp32 |", "| --- | ---: | ---: | ---: | ---: |"]
     for name in ("plain", "qat"):
         e = int8[name]

@@ -30,7 +30,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import torch
 import torch.nn.functional as F
@@ -136,14 +136,16 @@ def qat_start_step(max_steps: int, start_fraction: float) -> int:
 
 
 class FakeQuantLinear(nn.Linear):
-    """``nn.Linear`` computing with its int8-fake-quantized weight; per-row scales ``exp(log_scale)`` (O,).
+    """``nn.Linear`` computing with its fake-quantized weight; per-row scales ``exp(log_scale)`` (O,), integer
+    levels ``-qmax .. qmax`` (127: int8, 7: int4).
 
-    ``learn_scale=False`` keeps the scale a buffer fixed at ``max|W| / 127`` of the weight at wrap time.
+    ``learn_scale=False`` keeps the scale a buffer fixed at ``max|W| / qmax`` of the weight at wrap time.
     """
 
     def __init__(self, in_features: int, out_features: int, bias: bool = True, *, learn_scale: bool = True,
-                 device: torch.device | None = None, dtype: torch.dtype | None = None) -> None:
+                 qmax: int = QMAX, device: torch.device | None = None, dtype: torch.dtype | None = None) -> None:
         super().__init__(in_features, out_features, bias=bias, device=device, dtype=dtype)
+        self.qmax = qmax
         log_scale = torch.zeros(out_features, device=device, dtype=torch.float32)
         if learn_scale:
             self.log_scale = nn.Parameter(log_scale)
@@ -151,15 +153,15 @@ class FakeQuantLinear(nn.Linear):
             self.register_buffer(LOG_SCALE, log_scale)
 
     @classmethod
-    def wrap(cls, linear: nn.Linear, learn_scale: bool = True) -> FakeQuantLinear:
+    def wrap(cls, linear: nn.Linear, learn_scale: bool = True, qmax: int = QMAX) -> FakeQuantLinear:
         """A FakeQuantLinear sharing ``linear``'s weight and bias Parameters (an optimizer holding them keeps
-        training them), its scales initialised to ``max|W| / 127``."""
+        training them), its scales initialised to ``max|W| / qmax``."""
         new = cls(linear.in_features, linear.out_features, bias=linear.bias is not None, learn_scale=learn_scale,
-                  device=linear.weight.device, dtype=linear.weight.dtype)
+                  qmax=qmax, device=linear.weight.device, dtype=linear.weight.dtype)
         new.weight = linear.weight
         new.bias = linear.bias
         with torch.no_grad():
-            new.log_scale.copy_(max_abs_scale(linear.weight).log())
+            new.log_scale.copy_(max_abs_scale(linear.weight, qmax).log())
         return new
 
     def scale(self) -> Tensor:
@@ -168,7 +170,7 @@ class FakeQuantLinear(nn.Linear):
 
     def quantized_weight(self) -> Tensor:
         """(O, I) the fake-quantized weight the forward pass uses (differentiable)."""
-        return fake_quantize(self.weight, self.scale().to(self.weight.dtype))
+        return fake_quantize(self.weight, self.scale().to(self.weight.dtype), self.qmax)
 
     def forward(self, x: Tensor) -> Tensor:
         """(..., I) -> (..., O) with the fake-quantized weight."""
@@ -206,9 +208,10 @@ def _set_submodule(model: nn.Module, name: str, module: nn.Module) -> None:
     setattr(parent, child, module)
 
 
-def enable_qat(model: Student, learn_scales: bool = True) -> list[nn.Parameter]:
-    """Swap every ``nn.Linear`` of ``model`` for a :class:`FakeQuantLinear` (in place; the weights are the same
-    Parameters) and, for a tied model, the embedding for a :class:`TiedFakeQuantEmbedding`.
+def enable_qat(model: Student, learn_scales: bool = True, qmax: int = QMAX) -> list[nn.Parameter]:
+    """Swap every ``nn.Linear`` of ``model`` for a :class:`FakeQuantLinear` with levels ``-qmax .. qmax`` (in
+    place; the weights are the same Parameters) and, for a tied model, the embedding for a
+    :class:`TiedFakeQuantEmbedding`.
 
     Returns the new scale Parameters (empty with ``learn_scales=False``), for the optimizer. Calling it on a
     model already under QAT changes nothing and returns ``[]``.
@@ -217,7 +220,7 @@ def enable_qat(model: Student, learn_scales: bool = True) -> list[nn.Parameter]:
     for name, linear in _linear_modules(model).items():
         if isinstance(linear, FakeQuantLinear):
             continue
-        wrapped = FakeQuantLinear.wrap(linear, learn_scale=learn_scales)
+        wrapped = FakeQuantLinear.wrap(linear, learn_scale=learn_scales, qmax=qmax)
         _set_submodule(model, name, wrapped)
         if learn_scales:
             new_params.append(wrapped.log_scale)
@@ -234,18 +237,31 @@ def enable_qat(model: Student, learn_scales: bool = True) -> list[nn.Parameter]:
 # ---------------------------------------------------------------------------------------------------------
 
 
-def int8_scales(model: Student) -> dict[str, Tensor]:
+def int8_scales(model: Student, qmax: int = QMAX) -> dict[str, Tensor]:
     """Per-row scales (O,) of every linear weight, keyed by module name: the learned scales of QAT modules,
-    ``max|W| / 127`` for plain ``nn.Linear``."""
+    ``max|W| / qmax`` for plain ``nn.Linear``."""
     out: dict[str, Tensor] = {}
     for name, module in _linear_modules(model).items():
-        scale = module.scale() if isinstance(module, FakeQuantLinear) else max_abs_scale(module.weight)
+        scale = module.scale() if isinstance(module, FakeQuantLinear) else max_abs_scale(module.weight, qmax)
         out[name] = scale.detach().float().cpu()
     return out
 
 
-def export_int8(model: Student) -> dict[str, Tensor]:
+def _qmax_of(model: Student, qmax: int | None) -> int:
+    """``qmax``, else the levels of the model's QAT modules (all alike), else int8's 127."""
+    if qmax is not None:
+        return qmax
+    levels = {m.qmax for m in _linear_modules(model).values() if isinstance(m, FakeQuantLinear)}
+    if len(levels) > 1:
+        raise ValueError(f"QAT modules with different levels {sorted(levels)}")
+    return levels.pop() if levels else QMAX
+
+
+def export_int8(model: Student, qmax: int | None = None) -> dict[str, Tensor]:
     """The deployable state dict: every linear weight as int8 (O, I) plus ``<key>_scale`` float32 (O,).
+
+    ``qmax``: the integer levels ``-qmax .. qmax`` (127 for int8; 7 for int4 values, stored in int8); by
+    default those the model's QAT modules were trained for, 127 for a plain model.
 
     Other tensors (norms, an untied embedding) stay float32 under their usual names. For a tied model the
     shared matrix is stored once, as ``model.embed_tokens.weight`` (int8) with the head's scales, and
@@ -255,11 +271,12 @@ def export_int8(model: Student) -> dict[str, Tensor]:
     state = {k: v.float() if v.is_floating_point() else v for k, v in student_state_dict(model).items()
              if not k.endswith("." + LOG_SCALE)}
     tied = model.config.tie_word_embeddings
-    scales = int8_scales(model)
+    qmax = _qmax_of(model, qmax)
+    scales = int8_scales(model, qmax)
     for name, module in _linear_modules(model).items():
         key = "model.embed_tokens.weight" if tied and name == "lm_head" else f"{name}.weight"
         scale = scales[name]
-        state[key] = quantize_per_channel(module.weight.detach().cpu(), scale)
+        state[key] = quantize_per_channel(module.weight.detach().cpu(), scale, qmax)
         state[key + SCALE_SUFFIX] = scale.contiguous()
     return state
 
@@ -306,9 +323,10 @@ def _plain_student(model: Student, state: dict[str, Tensor]) -> Student:
     return plain.to(model.device).eval()
 
 
-def materialize_int8(model: Student) -> Student:
-    """A plain Student computing exactly what the deployed int8 model computes (dequantized weights)."""
-    return _plain_student(model, {k: v.to(model.device) for k, v in dequantize(export_int8(model)).items()})
+def materialize_int8(model: Student, qmax: int | None = None) -> Student:
+    """A plain Student computing exactly what the deployed int8 (``qmax`` levels, see :func:`export_int8`)
+    model computes (dequantized weights)."""
+    return _plain_student(model, {k: v.to(model.device) for k, v in dequantize(export_int8(model, qmax)).items()})
 
 
 def shadow_fp32(model: Student) -> Student:
@@ -318,11 +336,12 @@ def shadow_fp32(model: Student) -> Student:
 
 
 @torch.no_grad()
-def quantization_error(model: Student, input_ids: Tensor, attention_mask: Tensor | None = None) -> dict[str, float]:
+def quantization_error(model: Student, input_ids: Tensor, attention_mask: Tensor | None = None,
+                       qmax: int | None = None) -> dict[str, float]:
     """How far the int8 model is from the unquantized weights on a batch (B, T): ``max_abs_logit_error``,
     ``mean_kl`` (KL(fp32 || int8) per real position, nats) and ``top1_agreement``."""
     fp = shadow_fp32(model)(input_ids, attention_mask=attention_mask).float()
-    q = materialize_int8(model)(input_ids, attention_mask=attention_mask).float()
+    q = materialize_int8(model, qmax)(input_ids, attention_mask=attention_mask).float()
     real = torch.ones(input_ids.shape, dtype=torch.bool) if attention_mask is None else attention_mask.bool()
     real = real.to(fp.device)
     kl = (fp.log_softmax(-1).exp() * (fp.log_softmax(-1) - q.log_softmax(-1))).sum(-1)
@@ -333,17 +352,17 @@ def quantization_error(model: Student, input_ids: Tensor, attention_mask: Tensor
 
 
 def int8_accuracy(model: Student, tokenizer: DistilleryTokenizer, examples: Sequence[dict[str, Any]],
-                  task: str = "arithmetic", max_new_tokens: int = 48) -> dict[str, float]:
+                  task: str = "arithmetic", max_new_tokens: int = 48, qmax: int | None = None) -> dict[str, float]:
     """Task metrics (greedy, ``accuracy`` etc.) of the simulated deployed int8 model: linear weights quantized
     per channel with the learned (QAT) or max-abs (plain) scales, dequantized, fp32 activations."""
-    return evaluate_task(materialize_int8(model), tokenizer, list(examples), task, max_new_tokens)
+    return evaluate_task(materialize_int8(model, qmax), tokenizer, list(examples), task, max_new_tokens)
 
 
-def load_qat_student(directory: str | Path) -> Student:
+def load_qat_student(directory: str | Path, qmax: int = QMAX) -> Student:
     """Load a Student artifact written during or after QAT, with QAT enabled and its learned scales."""
     _, state = load_state_dict(directory)
     model = load_student(directory)
-    enable_qat(model)
+    enable_qat(model, qmax=qmax)
     for name, module in _linear_modules(model).items():
         key = f"{name}.{LOG_SCALE}"
         if key not in state:
@@ -364,7 +383,13 @@ class QATConfig(StrictModel):
 
     start_fraction: float = Field(0.75, ge=0.0, lt=1.0,
                                   description="QAT starts at round(max_steps * start_fraction)")
-    learn_scales: bool = Field(True, description="LSQ scales; false keeps max|W|/127 of the weights at start")
+    learn_scales: bool = Field(True, description="LSQ scales; false keeps max|W|/qmax of the weights at start")
+    bits: Literal[8, 4] = Field(8, description="weight bits: 8 (levels -127..127) or 4 (-7..7, stored in int8)")
+
+    @property
+    def qmax(self) -> int:
+        """Largest integer level: 127 for 8 bits, 7 for 4."""
+        return 2 ** (self.bits - 1) - 1
 
 
 class QATHook(TrainerHook):
@@ -377,11 +402,12 @@ class QATHook(TrainerHook):
     learning rate like every other group's.
     """
 
-    def __init__(self, start_step: int, learn_scales: bool = True) -> None:
+    def __init__(self, start_step: int, learn_scales: bool = True, qmax: int = QMAX) -> None:
         if start_step < 0:
             raise ValueError(f"start_step must be >= 0, got {start_step}")
         self.start_step = start_step
         self.learn_scales = learn_scales
+        self.qmax = qmax
         self.enabled_at: int | None = None
 
     def _maybe_enable(self, trainer: KDTrainer) -> None:
@@ -398,7 +424,7 @@ class QATHook(TrainerHook):
             self.enabled_at = self.start_step
 
     def _enable(self, trainer: KDTrainer) -> None:
-        params = enable_qat(trainer.student, learn_scales=self.learn_scales)
+        params = enable_qat(trainer.student, learn_scales=self.learn_scales, qmax=self.qmax)
         if params:
             lr = trainer.optimizer.param_groups[0]["lr"]
             trainer.optimizer.add_param_group({"params": params, "weight_decay": 0.0, "lr": lr})
@@ -412,11 +438,11 @@ class QATHook(TrainerHook):
 
 
 def scale_drift(model: Student) -> float:
-    """Mean |log(learned scale / (max|W|/127))| over all rows of QAT modules (0.0 without QAT modules)."""
+    """Mean |log(learned scale / (max|W|/qmax))| over all rows of QAT modules (0.0 without QAT modules)."""
     total, count = 0.0, 0
     for module in _linear_modules(model).values():
         if isinstance(module, FakeQuantLinear):
-            ref = max_abs_scale(module.weight).log()
+            ref = max_abs_scale(module.weight, module.qmax).log()
             total += float((module.log_scale.detach().float().cpu() - ref.cpu()).abs().sum())
             count += module.out_features
     return total / count if count else 0.0

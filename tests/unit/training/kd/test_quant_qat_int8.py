@@ -16,6 +16,7 @@ from training.kd.evaluation import evaluate_task
 from training.kd.quant_qat_int8 import (
     QMAX,
     FakeQuantLinear,
+    QATConfig,
     QATHook,
     TiedFakeQuantEmbedding,
     dequantize,
@@ -44,9 +45,9 @@ from training.tokenizer import DistilleryTokenizer
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
-def _qat_steps(model: Student, ids: torch.Tensor, steps: int = 3, lr: float = 5e-2) -> None:
+def _qat_steps(model: Student, ids: torch.Tensor, steps: int = 3, lr: float = 5e-2, qmax: int = QMAX) -> None:
     """A few optimizer steps under QAT so the learned scales leave their max-abs start."""
-    assert enable_qat(model)
+    assert enable_qat(model, qmax=qmax)
     opt = torch.optim.Adam(model.parameters(), lr=lr)  # the scales are model parameters now
     for _ in range(steps):
         logits = model(ids)
@@ -250,3 +251,33 @@ def test_resume_under_qat_equals_the_uninterrupted_qat_run(tmp_path: Path) -> No
     assert any(k.endswith("log_scale") for k in a) and a.keys() == b.keys()
     for key in a:
         assert torch.equal(a[key], b[key]), key
+
+
+def test_int4_qat_trains_exports_and_runs_what_it_trained(tiny_config: ModelConfig) -> None:
+    """4-bit weights (levels -7..7): QAT modules carry qmax=7 into the forward, the export (int4 values in
+    int8 storage, learned scales), the materialized model and the plain quantizer; a plain 4-bit model loses
+    more than a plain 8-bit one."""
+    torch.manual_seed(3)
+    model = Student(tiny_config)
+    ids = torch.randint(0, tiny_config.vocab_size, (4, 12))
+    fp32 = Student(tiny_config)
+    fp32.load_state_dict(model.state_dict())
+    err8 = quantization_error(fp32, ids)["mean_kl"]
+    err4 = quantization_error(fp32, ids, qmax=7)["mean_kl"]
+    assert err4 > 10 * err8  # 4 bits is the lossy setting
+    assert int(export_int8(fp32, 7)["model.layers.0.mlp.down_proj.weight"].abs().max()) == 7
+    _qat_steps(model, ids, qmax=7)
+    assert all(m.qmax == 7 for m in model.modules() if hasattr(m, "log_scale"))
+    state = export_int8(model)  # levels taken from the QAT modules
+    linear_keys = [f"{n}.weight" for n, m in model.named_modules() if isinstance(m, nn.Linear)]
+    assert all(int(state[k].abs().max()) <= 7 for k in linear_keys)
+    plain = Student(tiny_config)
+    plain.load_state_dict(dequantize(state))
+    plain.eval()
+    with torch.no_grad():
+        out = model(ids)
+        torch.testing.assert_close(plain(ids), out, rtol=1e-5, atol=1e-5 * float(out.abs().max()))
+        assert torch.equal(materialize_int8(model)(ids), plain(ids))
+    with pytest.raises(ValueError, match="bits"):
+        QATConfig(bits=2)
+    assert QATConfig(bits=4).qmax == 7 and QATConfig().qmax == 127
