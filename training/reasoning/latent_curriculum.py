@@ -37,11 +37,12 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import torch
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import Field, model_validator
 from torch import Tensor, nn
 
+from training.config_base import StrictModel
 from training.data import IGNORE_INDEX
-from training.kd.optim import warmup_cosine
+from training.kd.optim import param_groups, warmup_cosine
 from training.model import Student
 from training.reasoning.latent_data import (
     LatentBatch,
@@ -77,45 +78,43 @@ __all__ = [
 ]
 
 
-class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-
-class HaltSection(_Strict):
+class HaltSection(StrictModel):
     """The optional halt head (adaptive latent counts)."""
 
-    enabled: bool = False
+    enabled: bool = Field(False, description="adaptive latent counts: min(stage, steps) * c latents and a halt head")
     weight: float = Field(1.0, ge=0, description="weight of the halt BCE in the loss")
     width: int = Field(64, gt=0, description="hidden width of the halt MLP")
     threshold: float = Field(0.5, gt=0, lt=1, description="stop when P(halt) > threshold")
 
 
-class LatentCurriculumConfig(_Strict):
+class LatentCurriculumConfig(StrictModel):
     """One latent-curriculum run."""
 
     latents_per_step: int = Field(1, ge=1, description="c: latent positions per replaced step")
     max_stage: int = Field(3, ge=1, description="last stage (>= the most steps an example has: all latent)")
     first_stage: int = Field(1, ge=0, description="0 trains the full-CoT stage first")
-    steps_per_stage: int | None = Field(None, gt=0)
+    steps_per_stage: int | None = Field(None, gt=0, description="optimizer steps at each stage before max_stage")
     epochs_per_stage: float | None = Field(None, gt=0, description="alternative to steps_per_stage")
     final_stage_steps: int | None = Field(None, gt=0, description="steps at max_stage (default: one stage's "
                                           "steps); Coconut keeps training at the last stage")
     mix_prob: float = Field(0.0, ge=0, le=1, description="probability of drawing a row at an earlier stage")
-    reset_optimizer: bool = True
-    batch_size: int = Field(32, gt=0)
-    lr: float = Field(1e-3, gt=0)
+    reset_optimizer: bool = Field(True, description="rebuild AdamW and restart the warmup/cosine at each stage "
+                                                    "(Coconut); false: one schedule over the whole curriculum")
+    batch_size: int = Field(32, gt=0, description="examples per optimizer step")
+    lr: float = Field(1e-3, gt=0, description="peak learning rate")
     min_lr_ratio: float = Field(1.0, ge=0, le=1, description="cosine floor (1.0 = constant after warmup)")
-    warmup_steps: int = Field(10, ge=0)
-    weight_decay: float = Field(0.01, ge=0)
-    betas: tuple[float, float] = (0.9, 0.95)
-    clip_grad_norm: float = Field(1.0, gt=0)
-    feedback: Feedback = "post_norm"
+    warmup_steps: int = Field(10, ge=0, description="linear warmup steps (per stage with reset_optimizer)")
+    weight_decay: float = Field(0.01, ge=0, description="AdamW weight decay on matrices (not norms or embeddings)")
+    betas: tuple[float, float] = Field((0.9, 0.95), description="AdamW betas")
+    clip_grad_norm: float = Field(1.0, gt=0, description="global gradient-norm clip")
+    feedback: Feedback = Field("post_norm", description="hidden state fed back at a latent slot: post_norm (after "
+                               "the final RMSNorm, Coconut), pre_norm, or post_norm_scaled (to the embedding norm)")
     detach_feedback: bool = Field(False, description="truncate backprop at the fed-back hidden states")
     step_supervision: float = Field(0.0, ge=0, description="weight of the SIM-CoT step-decoding loss: each "
                                     "replaced step's latent thought must decode the step's text (0 = Coconut)")
-    halt: HaltSection = HaltSection()
-    seed: int = 0
-    log_every: int = Field(50, gt=0)
+    halt: HaltSection = Field(HaltSection(), description="the optional halt head (adaptive latent counts)")
+    seed: int = Field(0, description="seed of the data order and stage mixing (and the halt head's init)")
+    log_every: int = Field(50, gt=0, description="log the loss every this many steps")
 
     @model_validator(mode="after")
     def _check(self) -> LatentCurriculumConfig:
@@ -168,18 +167,6 @@ def latent_loss(logits: Tensor, labels: Tensor) -> Tensor:
                                        ignore_index=IGNORE_INDEX)
 
 
-def _param_groups(model: Student, weight_decay: float) -> list[dict[str, Any]]:
-    """AdamW groups as the KD trainer builds them: decay on matrices, not on norms or embeddings."""
-    decay, no_decay = [], []
-    seen: set[int] = set()
-    for name, param in model.named_parameters():
-        if not param.requires_grad or id(param) in seen:
-            continue
-        seen.add(id(param))
-        (decay if param.ndim == 2 and "embed_tokens" not in name else no_decay).append(param)
-    return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
-
-
 @dataclass
 class LatentTrainResult:
     """A finished curriculum: the latent student, steps, wall time and per-stage losses."""
@@ -220,7 +207,7 @@ class LatentTrainer:
         self.total = total_steps(cfg.first_stage, cfg.max_stage, self.steps_per_stage, self.final_stage_steps)
 
     def _optimizer(self) -> torch.optim.AdamW:
-        groups = _param_groups(self.model, self.cfg.weight_decay)
+        groups = param_groups(self.model, self.cfg.weight_decay)
         if self.halt_head is not None:
             groups.append({"params": list(self.halt_head.parameters()), "weight_decay": 0.0})
         return torch.optim.AdamW(groups, lr=self.cfg.lr, betas=self.cfg.betas)
