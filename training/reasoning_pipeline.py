@@ -46,8 +46,9 @@ from typing import Any, Literal
 
 import torch
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import Field, ValidationError
 
+from training.config_base import StrictModel
 from training.data.toy_data import task_examples, write_jsonl
 from training.generation import generate, left_pad
 from training.kd.config import KDConfig, StudentShape
@@ -84,71 +85,69 @@ STUDENTS = ("no_cot", "cot", "latent", "cot_corrupted", "process", "process_judg
 METRICS = ("accuracy", "step_accuracy", "mean_generated_tokens")
 
 
-class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-
-class DataSection(_Strict):
+class DataSection(StrictModel):
     train: int = Field(10000, gt=0, description="training examples (prompts not held out)")
     val: int = Field(64, gt=0, description="held-out examples for the trainers' validation loss")
     test: int = Field(200, gt=0, description="held-out examples every student is scored on")
-    max_length: int = Field(80, gt=8)
+    max_length: int = Field(80, gt=8, description="longest tokenized example (prompt + completion), tokens")
     tokenizer_vocab: int = Field(300, gt=271, description="vocabulary of the tokenizer trained without a teacher")
 
 
-class TrainSection(_Strict):
+class TrainSection(StrictModel):
     """Shared optimizer settings of the KD-trainer students and the one budget every student gets.
 
     ``steps``: optimizer steps of **every** student (no-CoT, CoT, CoT on corrupted data, both process
     students, and the latent student, whose budget is ``steps - curriculum`` CoT steps, forked from the CoT
     run, plus the curriculum's steps)."""
 
-    batch_size: int = Field(32, gt=0)
-    lr: float = Field(3e-3, gt=0)
-    warmup_steps: int = Field(30, ge=0)
-    min_lr_ratio: float = Field(0.1, ge=0, le=1)
-    steps: int = Field(1200, gt=1)
+    batch_size: int = Field(32, gt=0, description="examples per optimizer step")
+    lr: float = Field(3e-3, gt=0, description="peak learning rate (AdamW, warmup then cosine)")
+    warmup_steps: int = Field(30, ge=0, description="linear warmup steps")
+    min_lr_ratio: float = Field(0.1, ge=0, le=1, description="cosine floor as a fraction of lr")
+    steps: int = Field(1200, gt=1, description="optimizer steps of every student")
 
 
-class JudgeSection(_Strict):
+class JudgeSection(StrictModel):
     """The judge behind ``process_judge`` (trained once with :mod:`arbiter.judge_training`, shared by the
     seeds; its step scores are computed in batches once and handed to the trainer as its step scorer)."""
 
-    seed: int = 0
-    train_pairs: int = Field(1000, gt=0)
-    pretrain_steps: int = Field(200, ge=0)
-    steps: int = Field(300, gt=0)
-    hidden_size: int = Field(48, gt=0)
-    intermediate_size: int = Field(128, gt=0)
-    num_hidden_layers: int = Field(2, gt=0)
-    mix: dict[str, float] = Field(default_factory=lambda: {"correct_vs_corrupt": 1.0})
+    seed: int = Field(0, description="the judge's training seed")
+    train_pairs: int = Field(1000, gt=0, description="preference pairs it trains on")
+    pretrain_steps: int = Field(200, ge=0, description="language-model pretraining steps of its encoder")
+    steps: int = Field(300, gt=0, description="judge training steps")
+    hidden_size: int = Field(48, gt=0, description="judge width")
+    intermediate_size: int = Field(128, gt=0, description="judge MLP width")
+    num_hidden_layers: int = Field(2, gt=0, description="judge layers")
+    mix: dict[str, float] = Field(default_factory=lambda: {"correct_vs_corrupt": 1.0},
+                                  description="pair kinds and their shares (arbiter.judge_training)")
 
 
-class KDSection(_Strict):
-    divergence: Literal["forward_kl", "reverse_kl", "jsd", "skew_kl", "skew_reverse_kl"] = "forward_kl"
-    temperature: float = Field(1.0, gt=0)
-    kd_weight: float = Field(1.0, ge=0)
-    ce_weight: float = Field(0.5, ge=0)
+class KDSection(StrictModel):
+    divergence: Literal["forward_kl", "reverse_kl", "jsd", "skew_kl", "skew_reverse_kl"] = Field(
+        "forward_kl", description="KD divergence between teacher and student token distributions")
+    temperature: float = Field(1.0, gt=0, description="softmax temperature of both distributions")
+    kd_weight: float = Field(1.0, ge=0, description="weight of the KD term")
+    ce_weight: float = Field(0.5, ge=0, description="weight of the cross-entropy on the data (1.0 without a teacher)")
     cache_top_k: int | None = Field(None, ge=1, description="run the teacher once per training file into a top-k "
                                     "cache (training.teachers.cache_builder) and distill from it (sparse forward "
                                     "KL, shared by every seed) instead of running the teacher at every step")
 
 
-class ProcessSection(_Strict):
+class ProcessSection(StrictModel):
     corrupt_fraction: float = Field(0.5, ge=0, le=1, description="share of training examples given a wrong copy")
-    unlikelihood_weight: float = Field(0.1, ge=0)
-    wrong_weight: float = Field(1.0, ge=0)
+    unlikelihood_weight: float = Field(0.1, ge=0, description="weight of the unlikelihood term on wrong steps")
+    wrong_weight: float = Field(1.0, ge=0, description="weight of the wrong steps' tokens in that term")
 
 
-class EvalSection(_Strict):
-    max_new_tokens: int = Field(48, gt=0)
-    batch_size: int = Field(64, gt=0)
+class EvalSection(StrictModel):
+    max_new_tokens: int = Field(48, gt=0, description="greedy decoding budget per held-out prompt")
+    batch_size: int = Field(64, gt=0, description="prompts decoded together")
 
 
-class ReasoningConfig(_Strict):
+class ReasoningConfig(StrictModel):
     """configs/reasoning.yaml"""
 
-    task: Literal["arithmetic"] = "arithmetic"
+    task: Literal["arithmetic"] = Field("arithmetic", description="the bundled task the students learn")
     teacher: str | None = Field("assets/teacher", description="teacher artifact; used only if its manifest exists")
     seed: int = Field(0, description="data seed (train/held-out draws and the corrupted mix), fixed across seeds")
     seeds: list[int] = Field(default_factory=lambda: [0, 1, 2], min_length=1,
@@ -156,15 +155,16 @@ class ReasoningConfig(_Strict):
     num_threads: int | None = Field(1, gt=0, description="torch CPU threads of each worker (1 on shared machines)")
     workers: int = Field(1, ge=1, description="training jobs (a seed's no-CoT, CoT+latent+QAT, corrupted CoT, "
                                               "process, process-judge runs) in parallel processes")
-    data: DataSection = DataSection()
-    student: StudentShape = StudentShape()
-    train: TrainSection = TrainSection()
-    kd: KDSection = KDSection()
-    latent: LatentCurriculumConfig = LatentCurriculumConfig(steps_per_stage=500)
-    process: ProcessSection = ProcessSection()
-    judge: JudgeSection = JudgeSection()
-    qat: QATConfig = QATConfig()
-    eval: EvalSection = EvalSection()
+    data: DataSection = Field(DataSection(), description="generated task data")
+    student: StudentShape = Field(StudentShape(), description="the shape every student shares")
+    train: TrainSection = Field(TrainSection(), description="optimizer settings and the shared step budget")
+    kd: KDSection = Field(KDSection(), description="the KD loss of the students with a teacher")
+    latent: LatentCurriculumConfig = Field(LatentCurriculumConfig(steps_per_stage=500),
+                                           description="the latent student's curriculum")
+    process: ProcessSection = Field(ProcessSection(), description="corrupted data and process-supervision weights")
+    judge: JudgeSection = Field(JudgeSection(), description="the judge behind process_judge")
+    qat: QATConfig = Field(QATConfig(), description="the quantization-aware twin of the CoT student")
+    eval: EvalSection = Field(EvalSection(), description="held-out greedy evaluation")
 
 
 def load_reasoning_config(path: str | Path) -> ReasoningConfig:
