@@ -70,9 +70,11 @@ CONFIGS: tuple[ConfigDoc, ...] = (
               "the flags of `python -m arbiter.judge_coreml`"),
     ConfigDoc("Judge ONNX export options", "arbiter.judge_export:JudgeExportConfig",
               "the arguments and flags of `python -m arbiter.judge_export`"),
+    ConfigDoc("Reasoning students (`make reasoning`)", "training.reasoning_pipeline:ReasoningConfig",
+              "`python -m training.reasoning_pipeline --config configs/reasoning.yaml` (its `latent` section is the "
+              "latent curriculum's config, `training.reasoning.latent_curriculum.LatentCurriculumConfig`)"),
 )
-"""The documented models. Not listed yet (their modules are being reworked): the latent curriculum
-(``training.reasoning.latent_curriculum``) and the reasoning pipeline (``training.reasoning_pipeline``)."""
+"""The documented models."""
 
 
 def load(target: str) -> type[BaseModel]:
