@@ -750,27 +750,33 @@ def run_group(cfg: ReasoningConfig, seed: int, group: str, out: Path, tokenizer:
     return result
 
 
+def worker_pool(workers: int) -> concurrent.futures.ProcessPoolExecutor | None:
+    """``workers`` spawned processes (no fork after torch has started threads), or None for 1 (in-process)."""
+    if workers == 1:
+        return None
+    return concurrent.futures.ProcessPoolExecutor(max_workers=workers, mp_context=multiprocessing.get_context("spawn"))
+
+
 def run_groups(cfg: ReasoningConfig, out: Path, tokenizer: DistilleryTokenizer, tokenizer_dir: str,
                teacher: str | None, data: Mapping[str, Any],
                judge_scores: Mapping[tuple[str, tuple[str, ...]], list[float]],
-               log: Callable[[str], None] = print) -> list[dict[str, Any]]:
-    """Every (seed, group) job, ``cfg.workers`` at a time in spawned processes (in this process with 1 worker);
-    returns one entry per seed, merged from its jobs: {'seed', 'students', 'int8', 'timings_seconds', 'params'}.
+               log: Callable[[str], None] = print,
+               pool: concurrent.futures.ProcessPoolExecutor | None = None) -> list[dict[str, Any]]:
+    """Every (seed, group) job, in ``pool``'s workers (in this process without a pool); returns one entry per
+    seed, merged from its jobs: {'seed', 'students', 'int8', 'timings_seconds', 'params'}.
 
     A job's result does not depend on the worker it ran in: each sets its thread count and its seed."""
     jobs = [(seed, group) for group in GROUPS for seed in cfg.seeds]
-    if cfg.workers == 1:
+    if pool is None:
         results = [run_group(cfg, seed, group, out / f"seed_{seed}", tokenizer, tokenizer_dir, teacher, data,
                              judge_scores, log) for seed, group in jobs]
     else:
-        context = multiprocessing.get_context("spawn")  # no fork after torch has started threads
-        with concurrent.futures.ProcessPoolExecutor(max_workers=cfg.workers, mp_context=context) as pool:
-            futures = [pool.submit(run_group, cfg, seed, group, out / f"seed_{seed}", tokenizer, tokenizer_dir,
-                                   teacher, data, judge_scores) for seed, group in jobs]
-            results = []
-            for (seed, group), future in zip(jobs, futures, strict=True):
-                results.append(future.result())
-                log(f"[seed {seed}] {group} done: {results[-1]['timings_seconds']}")
+        futures = [pool.submit(run_group, cfg, seed, group, out / f"seed_{seed}", tokenizer, tokenizer_dir,
+                               teacher, data, judge_scores) for seed, group in jobs]
+        results = []
+        for (seed, group), future in zip(jobs, futures, strict=True):
+            results.append(future.result())
+            log(f"[seed {seed}] {group} done: {results[-1]['timings_seconds']}")
     per_seed: list[dict[str, Any]] = []
     for seed in cfg.seeds:
         mine = [r for r in results if r["seed"] == seed]
@@ -797,15 +803,27 @@ def run_pipeline(cfg: ReasoningConfig, out: Path, log: Callable[[str], None] = p
     data = prepare_data(cfg, out)
     log(f"{teacher_note}; data {data['counts']}; seeds {cfg.seeds}; {cfg.train.steps} steps per student; "
         f"{cfg.workers} worker(s) x {cfg.num_threads} thread(s)")
-    t = time.perf_counter()
-    judge_dir, judge_info = train_step_judge(cfg, out / "judge")
-    process_rows = [json.loads(line) for line in Path(data["paths"]["process_train"]).read_text().splitlines()]
-    scores = judge_step_scores(judge_dir, process_rows)
-    judge_info["scoring_seconds"] = round(time.perf_counter() - t - judge_info["wall_seconds"], 1)
-    judge_info["dir"] = str(judge_dir)
-    log(f"judge: pairwise accuracy {judge_info['pairwise_accuracy']:.3f}, step AUROC {judge_info['step_auroc']}")
-    caches = build_teacher_caches(cfg, teacher, data["paths"], out, log) if teacher and cfg.kd.cache_top_k else None
-    per_seed = run_groups(cfg, out, tokenizer, tokenizer_dir, teacher, data, scores, log)
+    pool = worker_pool(cfg.workers)
+    try:
+        cache_job = None
+        if teacher and cfg.kd.cache_top_k and pool is not None:  # the caches build while the judge trains
+            cache_job = pool.submit(build_teacher_caches, cfg, teacher, data["paths"], out)
+        t = time.perf_counter()
+        judge_dir, judge_info = train_step_judge(cfg, out / "judge")
+        process_rows = [json.loads(line) for line in Path(data["paths"]["process_train"]).read_text().splitlines()]
+        scores = judge_step_scores(judge_dir, process_rows)
+        judge_info["scoring_seconds"] = round(time.perf_counter() - t - judge_info["wall_seconds"], 1)
+        judge_info["dir"] = str(judge_dir)
+        log(f"judge: pairwise accuracy {judge_info['pairwise_accuracy']:.3f}, step AUROC {judge_info['step_auroc']}")
+        if cache_job is not None:
+            caches = cache_job.result()
+        else:
+            caches = (build_teacher_caches(cfg, teacher, data["paths"], out, log) if teacher and cfg.kd.cache_top_k
+                      else None)
+        per_seed = run_groups(cfg, out, tokenizer, tokenizer_dir, teacher, data, scores, log, pool)
+    finally:
+        if pool is not None:
+            pool.shutdown(cancel_futures=True)
     students = aggregate(per_seed)
     int8 = aggregate_int8(per_seed)
     report: dict[str, Any] = {

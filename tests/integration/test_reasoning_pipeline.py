@@ -125,7 +125,7 @@ def test_pipeline_distills_from_a_teacher_cache(tmp_path: Path) -> None:
     setup = make_tiny_setup(tmp_path / "setup", teacher=True)
     config = tmp_path / "reasoning.yaml"
     cfg = tiny_config(str(setup["teacher"]))
-    config.write_text(yaml.safe_dump({**cfg, "seeds": [0], "kd": {"cache_top_k": 8}}))
+    config.write_text(yaml.safe_dump({**cfg, "seeds": [0], "kd": {"cache_top_k": 8}, "workers": 2}))
     out = tmp_path / "out"
     assert main(["--config", str(config), "--out", str(out)]) == 0
     report = json.loads((out / "report.json").read_text())
