@@ -135,6 +135,10 @@ class KDSection(StrictModel):
 
 class ProcessSection(StrictModel):
     corrupt_fraction: float = Field(0.5, ge=0, le=1, description="share of training examples given a wrong copy")
+    distill: bool = Field(True, description="the students of the corrupted mix (cot_corrupted, process, "
+                          "process_judge) distill from the teacher; false: cross-entropy on the mix alone, the "
+                          "setting where step labels carry information (a teacher that solves the task corrects "
+                          "every corrupted token by itself)")
     unlikelihood_weight: float = Field(0.1, ge=0, description="weight of the unlikelihood term on wrong steps")
     wrong_weight: float = Field(1.0, ge=0, description="weight of the wrong steps' tokens in that term")
 
@@ -257,7 +261,7 @@ def build_teacher_caches(cfg: ReasoningConfig, teacher: str, paths: Mapping[str,
     settings = CacheSettings(k=cfg.kd.cache_top_k, temperature=cfg.kd.temperature, max_length=cfg.data.max_length,
                              batch_size=64)
     summary: dict[str, Any] = {}
-    for train in ("cot_train", "process_train"):
+    for train in ("cot_train", "process_train") if cfg.process.distill else ("cot_train",):
         started = time.perf_counter()
         manifest = build_topk_cache(model, [paths[train], paths["val"]], teacher_cache_dir(out, paths[train]),
                                     settings, teacher_description={"kind": "checkpoint", "path": teacher},
@@ -686,6 +690,8 @@ def run_group(cfg: ReasoningConfig, seed: int, group: str, out: Path, tokenizer:
         if stale.is_dir():
             shutil.rmtree(stale)
     result: dict[str, Any] = {"seed": seed, "group": group}
+    if group in ("cot_corrupted", "process", "process_judge") and not cfg.process.distill:
+        teacher, kd_loss = None, "cross-entropy"  # the corrupted mix alone (ProcessSection.distill)
     if group == "no_cot":
         log(f"[seed {seed}] no-CoT ({steps} steps, cross-entropy on answer-only completions)")
         no_cot, info = train_kd_student(kd_run_config(cfg, runs / "no_cot", tokenizer_dir, None,

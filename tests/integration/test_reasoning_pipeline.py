@@ -119,20 +119,27 @@ def test_help(capsys: pytest.CaptureFixture[str]) -> None:
     assert "--config" in capsys.readouterr().out
 
 
-def test_pipeline_distills_from_a_teacher_cache(tmp_path: Path) -> None:
+@pytest.mark.parametrize("distill_mix", [True, False])
+def test_pipeline_distills_from_a_teacher_cache(tmp_path: Path, distill_mix: bool) -> None:
     """With kd.cache_top_k the teacher runs once per training file into a top-k cache that every KD student
-    (CoT and its forks, corrupted CoT, both process students) reads instead of the live teacher."""
+    (CoT and its forks, and with process.distill the corrupted-CoT and both process students) reads instead of
+    the live teacher; with process.distill false the corrupted-mix students train on cross-entropy alone."""
     setup = make_tiny_setup(tmp_path / "setup", teacher=True)
     config = tmp_path / "reasoning.yaml"
     cfg = tiny_config(str(setup["teacher"]))
-    config.write_text(yaml.safe_dump({**cfg, "seeds": [0], "kd": {"cache_top_k": 8}, "workers": 2}))
+    config.write_text(yaml.safe_dump({**cfg, "seeds": [0], "kd": {"cache_top_k": 8}, "workers": 2,
+                                      "process": {"distill": distill_mix}}))
     out = tmp_path / "out"
     assert main(["--config", str(config), "--out", str(out)]) == 0
     report = json.loads((out / "report.json").read_text())
-    assert set(report["teacher_cache"]) == {"cot_train", "process_train"}
+    mix = {"process_train"} if distill_mix else set()
+    assert set(report["teacher_cache"]) == {"cot_train"} | mix
     assert all(c["k"] == 8 and c["kl"]["kl_full_mean"] >= 0 for c in report["teacher_cache"].values())
     for run, train in (("cot", "cot_train"), ("cot_qat", "cot_train"), ("cot_corrupted", "process_train"),
                        ("process", "process_train"), ("process_judge", "process_train")):
         state = json.loads(next((out / "seed_0" / "runs" / run).glob("checkpoints/*/trainer_state.json")).read_text())
-        assert state["locked"]["teacher"] == {"kind": "cache", "path": str(out / "teacher_cache" / train)}, run
+        expected = {"kind": "cache", "path": str(out / "teacher_cache" / train)}
+        assert state["locked"]["teacher"] == (expected if distill_mix or train == "cot_train" else None), run
+    loss = report["students"]["cot_corrupted"]["per_seed"][0]["train"]["loss"]
+    assert loss.startswith("KD + CE" if distill_mix else "cross-entropy")
     assert report["students"]["cot"]["train_steps"] == [10]
