@@ -362,7 +362,7 @@ def train_cot_forks(cfg: ReasoningConfig, base: dict[str, Any], out: Path, laten
     shared_wall = time.perf_counter() - started
     plain_student, plain_info = train_kd_student({**base, "resume": resume})
     plain_info["wall_seconds"] = round(plain_info["wall_seconds"] + shared_wall, 1)
-    hook = QATHook(qat_start, learn_scales=cfg.qat.learn_scales, qmax=cfg.qat.qmax)
+    hook = QATHook(qat_start, learn_scales=cfg.qat.learn_scales, scheme=cfg.qat.scheme)
     qat_cfg = {**base, "out_dir": str(Path(base["out_dir"]).parent / "cot_qat"), "resume": qat_resume or "never"}
     trainer = KDTrainer(KDConfig.model_validate(qat_cfg), hooks=[hook])
     result = trainer.train()
@@ -512,29 +512,29 @@ def int8_report(plain: Student, qat: Student, plain_fp32_accuracy: float, tokeni
     shadow weights) minus its int8 accuracy. ``test_loss`` is the more sensitive measure: gold-completion
     cross-entropy of each model.
     """
-    max_new, max_len, qmax = cfg.eval.max_new_tokens, cfg.data.max_length, cfg.qat.qmax
+    max_new, max_len, scheme = cfg.eval.max_new_tokens, cfg.data.max_length, cfg.qat.scheme
     sample = [tokenizer.encode(str(e["prompt"]) + str(e["completion"]), add_bos=True) for e in examples[:64]]
     ids, mask = left_pad(sample, tokenizer.pad_id)
     plain_fp32_loss = gold_loss(plain, tokenizer, test_file, max_len, out)
     report: dict[str, Any] = {}
     for name, model in (("plain", plain), ("qat", qat)):
-        state = export_int8(model, qmax)
+        state = export_int8(model, scheme)
         path = save_int8(state, out / "int8" / f"cot_{name}_int{cfg.qat.bits}.safetensors")
-        int8_model = materialize_int8(model, qmax)
-        acc = int8_accuracy(model, tokenizer, list(examples), "arithmetic", max_new, qmax)
+        int8_model = materialize_int8(model, scheme)
+        acc = int8_accuracy(model, tokenizer, list(examples), "arithmetic", max_new, scheme)
         entry: dict[str, Any] = {"accuracy": acc["accuracy"], "export": str(path),
                                  "export_bytes": int8_size_bytes(state),
                                  "test_loss": gold_loss(int8_model, tokenizer, test_file, max_len, out),
-                                 "bits": cfg.qat.bits,
-                                 "error_vs_unquantized": quantization_error(model, ids, mask, qmax)}
+                                 "bits": cfg.qat.bits, "granularity": cfg.qat.granularity,
+                                 "error_vs_unquantized": quantization_error(model, ids, mask, scheme)}
         if name == "plain":
             own_fp32, own_loss = plain_fp32_accuracy, plain_fp32_loss
-            entry["scales"] = f"max|W|/{qmax} per output channel"
+            entry["scales"] = f"max|W|/{scheme.qmax} {cfg.qat.granularity.replace('_', ' ')}"
         else:
             shadow = shadow_fp32(model)
             own_fp32 = evaluate_text_student(shadow, tokenizer, examples, max_new, 256)["accuracy"]
             own_loss = gold_loss(shadow, tokenizer, test_file, max_len, out)
-            entry["scales"] = "learned (LSQ) per output channel"
+            entry["scales"] = f"learned (LSQ) {cfg.qat.granularity.replace('_', ' ')}"
             with torch.no_grad():
                 entry["roundtrip_max_abs_logit_diff"] = float(
                     (model(ids, attention_mask=mask) - int8_model(ids, attention_mask=mask)).abs().max())
@@ -598,6 +598,7 @@ def aggregate_int8(per_seed: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
             entry[f"{key}_mean"], entry[f"{key}_std"] = mean_std([r[key] for r in runs])
         out[name] = entry
     out["bits"] = per_seed[0]["int8"]["plain"].get("bits", 8)
+    out["granularity"] = per_seed[0]["int8"]["plain"].get("granularity", "per_channel")
     return out
 
 
@@ -638,7 +639,8 @@ def format_table(report: Mapping[str, Any]) -> str:
                      f"{'/'.join(str(x) for x in e['train_steps'])} |")
     int8 = report["int8"]
     q = f"int{int8.get('bits', 8)}"
-    lines += ["", f"| CoT student {q} (per-channel weights) | {q} accuracy | drop vs plain fp32 | {q} test loss | "
+    where = str(int8.get("granularity", "per_channel")).replace("_", "-")
+    lines += ["", f"| CoT student {q} ({where} weights) | {q} accuracy | drop vs plain fp32 | {q} test loss | "
               "test loss increase vs plain fp32 |", "| --- | ---: | ---: | ---: | ---: |"]
     for name in ("plain", "qat"):
         e = int8[name]

@@ -29,6 +29,7 @@ granularity="per_channel")`` and ONNX weight-only int8 store) is, for every ``nn
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
@@ -47,7 +48,9 @@ from training.model import Student
 from training.tokenizer import DistilleryTokenizer
 
 __all__ = [
+    "INT8",
     "QMAX",
+    "QuantScheme",
     "FakeQuantLinear",
     "QATConfig",
     "QATHook",
@@ -69,6 +72,7 @@ __all__ = [
     "quantize_per_channel",
     "save_int8",
     "scale_drift",
+    "scheme_of",
     "shadow_fp32",
 ]
 
@@ -79,14 +83,35 @@ LOG_SCALE = "log_scale"
 _MIN_SCALE = 1e-10
 
 
+@dataclass(frozen=True)
+class QuantScheme:
+    """Integer levels ``-qmax .. qmax`` (127: int8, 7: int4, both stored as int8) and the scale granularity:
+    one scale per output channel, or one per tensor (stored as that scale repeated per channel, so the
+    export format and the dequantization are the same)."""
+
+    qmax: int = QMAX
+    per_tensor: bool = False
+
+    def __post_init__(self) -> None:
+        if not 1 <= self.qmax <= 127:
+            raise ValueError(f"qmax must be in 1..127, got {self.qmax}")
+
+
+INT8 = QuantScheme()
+
+
 # ---------------------------------------------------------------------------------------------------------
 # The math (pure functions)
 # ---------------------------------------------------------------------------------------------------------
 
 
-def max_abs_scale(weight: Tensor, qmax: int = QMAX) -> Tensor:
-    """Per-output-channel symmetric scale: weight (O, I) -> (O,) ``max|w[o, :]| / qmax`` (at least 1e-10)."""
-    return (weight.detach().abs().amax(dim=1).float() / qmax).clamp_min(_MIN_SCALE)
+def max_abs_scale(weight: Tensor, qmax: int = QMAX, per_tensor: bool = False) -> Tensor:
+    """Symmetric scales: weight (O, I) -> (O,) ``max|w[o, :]| / qmax`` per output channel, or with
+    ``per_tensor`` ``max|w| / qmax`` repeated for every channel (at least 1e-10)."""
+    absmax = weight.detach().abs().amax(dim=1).float()
+    if per_tensor:
+        absmax = absmax.amax().expand_as(absmax)
+    return (absmax / qmax).clamp_min(_MIN_SCALE)
 
 
 def quantize_per_channel(weight: Tensor, scale: Tensor, qmax: int = QMAX) -> Tensor:
@@ -136,37 +161,46 @@ def qat_start_step(max_steps: int, start_fraction: float) -> int:
 
 
 class FakeQuantLinear(nn.Linear):
-    """``nn.Linear`` computing with its fake-quantized weight; per-row scales ``exp(log_scale)`` (O,), integer
-    levels ``-qmax .. qmax`` (127: int8, 7: int4).
+    """``nn.Linear`` computing with its fake-quantized weight; scales ``exp(log_scale)``, one per output row
+    (O,) or, ``per_tensor``, one (1,) for the whole matrix; integer levels ``-qmax .. qmax`` (127: int8, 7: int4).
 
     ``learn_scale=False`` keeps the scale a buffer fixed at ``max|W| / qmax`` of the weight at wrap time.
     """
 
     def __init__(self, in_features: int, out_features: int, bias: bool = True, *, learn_scale: bool = True,
-                 qmax: int = QMAX, device: torch.device | None = None, dtype: torch.dtype | None = None) -> None:
+                 qmax: int = QMAX, per_tensor: bool = False, device: torch.device | None = None,
+                 dtype: torch.dtype | None = None) -> None:
         super().__init__(in_features, out_features, bias=bias, device=device, dtype=dtype)
         self.qmax = qmax
-        log_scale = torch.zeros(out_features, device=device, dtype=torch.float32)
+        self.per_tensor = per_tensor
+        log_scale = torch.zeros(1 if per_tensor else out_features, device=device, dtype=torch.float32)
         if learn_scale:
             self.log_scale = nn.Parameter(log_scale)
         else:
             self.register_buffer(LOG_SCALE, log_scale)
 
     @classmethod
-    def wrap(cls, linear: nn.Linear, learn_scale: bool = True, qmax: int = QMAX) -> FakeQuantLinear:
+    def wrap(cls, linear: nn.Linear, learn_scale: bool = True, scheme: QuantScheme = INT8) -> FakeQuantLinear:
         """A FakeQuantLinear sharing ``linear``'s weight and bias Parameters (an optimizer holding them keeps
         training them), its scales initialised to ``max|W| / qmax``."""
         new = cls(linear.in_features, linear.out_features, bias=linear.bias is not None, learn_scale=learn_scale,
-                  qmax=qmax, device=linear.weight.device, dtype=linear.weight.dtype)
+                  qmax=scheme.qmax, per_tensor=scheme.per_tensor, device=linear.weight.device,
+                  dtype=linear.weight.dtype)
         new.weight = linear.weight
         new.bias = linear.bias
         with torch.no_grad():
-            new.log_scale.copy_(max_abs_scale(linear.weight, qmax).log())
+            start = max_abs_scale(linear.weight, scheme.qmax, scheme.per_tensor)
+            new.log_scale.copy_((start[:1] if scheme.per_tensor else start).log())
         return new
 
+    @property
+    def scheme(self) -> QuantScheme:
+        """The levels and granularity this module trains for."""
+        return QuantScheme(self.qmax, self.per_tensor)
+
     def scale(self) -> Tensor:
-        """(O,) current per-row scales."""
-        return self.log_scale.exp()
+        """(O,) current per-row scales (a per-tensor scale repeated per row)."""
+        return self.log_scale.exp().expand(self.out_features)
 
     def quantized_weight(self) -> Tensor:
         """(O, I) the fake-quantized weight the forward pass uses (differentiable)."""
@@ -208,9 +242,9 @@ def _set_submodule(model: nn.Module, name: str, module: nn.Module) -> None:
     setattr(parent, child, module)
 
 
-def enable_qat(model: Student, learn_scales: bool = True, qmax: int = QMAX) -> list[nn.Parameter]:
-    """Swap every ``nn.Linear`` of ``model`` for a :class:`FakeQuantLinear` with levels ``-qmax .. qmax`` (in
-    place; the weights are the same Parameters) and, for a tied model, the embedding for a
+def enable_qat(model: Student, learn_scales: bool = True, scheme: QuantScheme = INT8) -> list[nn.Parameter]:
+    """Swap every ``nn.Linear`` of ``model`` for a :class:`FakeQuantLinear` with ``scheme``'s levels and
+    granularity (in place; the weights are the same Parameters) and, for a tied model, the embedding for a
     :class:`TiedFakeQuantEmbedding`.
 
     Returns the new scale Parameters (empty with ``learn_scales=False``), for the optimizer. Calling it on a
@@ -220,7 +254,7 @@ def enable_qat(model: Student, learn_scales: bool = True, qmax: int = QMAX) -> l
     for name, linear in _linear_modules(model).items():
         if isinstance(linear, FakeQuantLinear):
             continue
-        wrapped = FakeQuantLinear.wrap(linear, learn_scale=learn_scales, qmax=qmax)
+        wrapped = FakeQuantLinear.wrap(linear, learn_scale=learn_scales, scheme=scheme)
         _set_submodule(model, name, wrapped)
         if learn_scales:
             new_params.append(wrapped.log_scale)
@@ -237,31 +271,33 @@ def enable_qat(model: Student, learn_scales: bool = True, qmax: int = QMAX) -> l
 # ---------------------------------------------------------------------------------------------------------
 
 
-def int8_scales(model: Student, qmax: int = QMAX) -> dict[str, Tensor]:
+def int8_scales(model: Student, scheme: QuantScheme = INT8) -> dict[str, Tensor]:
     """Per-row scales (O,) of every linear weight, keyed by module name: the learned scales of QAT modules,
-    ``max|W| / qmax`` for plain ``nn.Linear``."""
+    ``max|W| / qmax`` (per channel or per tensor, as ``scheme`` says) for plain ``nn.Linear``."""
     out: dict[str, Tensor] = {}
     for name, module in _linear_modules(model).items():
-        scale = module.scale() if isinstance(module, FakeQuantLinear) else max_abs_scale(module.weight, qmax)
+        scale = (module.scale() if isinstance(module, FakeQuantLinear)
+                 else max_abs_scale(module.weight, scheme.qmax, scheme.per_tensor))
         out[name] = scale.detach().float().cpu()
     return out
 
 
-def _qmax_of(model: Student, qmax: int | None) -> int:
-    """``qmax``, else the levels of the model's QAT modules (all alike), else int8's 127."""
-    if qmax is not None:
-        return qmax
-    levels = {m.qmax for m in _linear_modules(model).values() if isinstance(m, FakeQuantLinear)}
-    if len(levels) > 1:
-        raise ValueError(f"QAT modules with different levels {sorted(levels)}")
-    return levels.pop() if levels else QMAX
+def scheme_of(model: Student, scheme: QuantScheme | None = None) -> QuantScheme:
+    """``scheme``, else the one the model's QAT modules train for (all alike), else int8 per channel."""
+    if scheme is not None:
+        return scheme
+    schemes = {m.scheme for m in _linear_modules(model).values() if isinstance(m, FakeQuantLinear)}
+    if len(schemes) > 1:
+        raise ValueError(f"QAT modules with different schemes {sorted(map(str, schemes))}")
+    return schemes.pop() if schemes else INT8
 
 
-def export_int8(model: Student, qmax: int | None = None) -> dict[str, Tensor]:
+def export_int8(model: Student, scheme: QuantScheme | None = None) -> dict[str, Tensor]:
     """The deployable state dict: every linear weight as int8 (O, I) plus ``<key>_scale`` float32 (O,).
 
-    ``qmax``: the integer levels ``-qmax .. qmax`` (127 for int8; 7 for int4 values, stored in int8); by
-    default those the model's QAT modules were trained for, 127 for a plain model.
+    ``scheme``: the integer levels ``-qmax .. qmax`` (127 for int8; 7 for int4 values, stored in int8) and the
+    plain model's scale granularity; by default the scheme of the model's QAT modules, int8 per channel for
+    a plain model.
 
     Other tensors (norms, an untied embedding) stay float32 under their usual names. For a tied model the
     shared matrix is stored once, as ``model.embed_tokens.weight`` (int8) with the head's scales, and
@@ -271,12 +307,12 @@ def export_int8(model: Student, qmax: int | None = None) -> dict[str, Tensor]:
     state = {k: v.float() if v.is_floating_point() else v for k, v in student_state_dict(model).items()
              if not k.endswith("." + LOG_SCALE)}
     tied = model.config.tie_word_embeddings
-    qmax = _qmax_of(model, qmax)
-    scales = int8_scales(model, qmax)
+    scheme = scheme_of(model, scheme)
+    scales = int8_scales(model, scheme)
     for name, module in _linear_modules(model).items():
         key = "model.embed_tokens.weight" if tied and name == "lm_head" else f"{name}.weight"
         scale = scales[name]
-        state[key] = quantize_per_channel(module.weight.detach().cpu(), scale, qmax)
+        state[key] = quantize_per_channel(module.weight.detach().cpu(), scale, scheme.qmax)
         state[key + SCALE_SUFFIX] = scale.contiguous()
     return state
 
@@ -323,10 +359,10 @@ def _plain_student(model: Student, state: dict[str, Tensor]) -> Student:
     return plain.to(model.device).eval()
 
 
-def materialize_int8(model: Student, qmax: int | None = None) -> Student:
-    """A plain Student computing exactly what the deployed int8 (``qmax`` levels, see :func:`export_int8`)
-    model computes (dequantized weights)."""
-    return _plain_student(model, {k: v.to(model.device) for k, v in dequantize(export_int8(model, qmax)).items()})
+def materialize_int8(model: Student, scheme: QuantScheme | None = None) -> Student:
+    """A plain Student computing exactly what the deployed int8 model (``scheme``, see :func:`export_int8`)
+    computes (dequantized weights)."""
+    return _plain_student(model, {k: v.to(model.device) for k, v in dequantize(export_int8(model, scheme)).items()})
 
 
 def shadow_fp32(model: Student) -> Student:
@@ -337,11 +373,11 @@ def shadow_fp32(model: Student) -> Student:
 
 @torch.no_grad()
 def quantization_error(model: Student, input_ids: Tensor, attention_mask: Tensor | None = None,
-                       qmax: int | None = None) -> dict[str, float]:
+                       scheme: QuantScheme | None = None) -> dict[str, float]:
     """How far the int8 model is from the unquantized weights on a batch (B, T): ``max_abs_logit_error``,
     ``mean_kl`` (KL(fp32 || int8) per real position, nats) and ``top1_agreement``."""
     fp = shadow_fp32(model)(input_ids, attention_mask=attention_mask).float()
-    q = materialize_int8(model, qmax)(input_ids, attention_mask=attention_mask).float()
+    q = materialize_int8(model, scheme)(input_ids, attention_mask=attention_mask).float()
     real = torch.ones(input_ids.shape, dtype=torch.bool) if attention_mask is None else attention_mask.bool()
     real = real.to(fp.device)
     kl = (fp.log_softmax(-1).exp() * (fp.log_softmax(-1) - q.log_softmax(-1))).sum(-1)
@@ -352,17 +388,18 @@ def quantization_error(model: Student, input_ids: Tensor, attention_mask: Tensor
 
 
 def int8_accuracy(model: Student, tokenizer: DistilleryTokenizer, examples: Sequence[dict[str, Any]],
-                  task: str = "arithmetic", max_new_tokens: int = 48, qmax: int | None = None) -> dict[str, float]:
+                  task: str = "arithmetic", max_new_tokens: int = 48,
+                  scheme: QuantScheme | None = None) -> dict[str, float]:
     """Task metrics (greedy, ``accuracy`` etc.) of the simulated deployed int8 model: linear weights quantized
     per channel with the learned (QAT) or max-abs (plain) scales, dequantized, fp32 activations."""
-    return evaluate_task(materialize_int8(model, qmax), tokenizer, list(examples), task, max_new_tokens)
+    return evaluate_task(materialize_int8(model, scheme), tokenizer, list(examples), task, max_new_tokens)
 
 
-def load_qat_student(directory: str | Path, qmax: int = QMAX) -> Student:
+def load_qat_student(directory: str | Path, scheme: QuantScheme = INT8) -> Student:
     """Load a Student artifact written during or after QAT, with QAT enabled and its learned scales."""
     _, state = load_state_dict(directory)
     model = load_student(directory)
-    enable_qat(model, qmax=qmax)
+    enable_qat(model, scheme=scheme)
     for name, module in _linear_modules(model).items():
         key = f"{name}.{LOG_SCALE}"
         if key not in state:
@@ -385,11 +422,18 @@ class QATConfig(StrictModel):
                                   description="QAT starts at round(max_steps * start_fraction)")
     learn_scales: bool = Field(True, description="LSQ scales; false keeps max|W|/qmax of the weights at start")
     bits: Literal[8, 4] = Field(8, description="weight bits: 8 (levels -127..127) or 4 (-7..7, stored in int8)")
+    granularity: Literal["per_channel", "per_tensor"] = Field(
+        "per_channel", description="one scale per output channel, or one per weight matrix")
 
     @property
     def qmax(self) -> int:
         """Largest integer level: 127 for 8 bits, 7 for 4."""
         return 2 ** (self.bits - 1) - 1
+
+    @property
+    def scheme(self) -> QuantScheme:
+        """The quantization scheme this config trains and exports."""
+        return QuantScheme(self.qmax, self.granularity == "per_tensor")
 
 
 class QATHook(TrainerHook):
@@ -402,12 +446,12 @@ class QATHook(TrainerHook):
     learning rate like every other group's.
     """
 
-    def __init__(self, start_step: int, learn_scales: bool = True, qmax: int = QMAX) -> None:
+    def __init__(self, start_step: int, learn_scales: bool = True, scheme: QuantScheme = INT8) -> None:
         if start_step < 0:
             raise ValueError(f"start_step must be >= 0, got {start_step}")
         self.start_step = start_step
         self.learn_scales = learn_scales
-        self.qmax = qmax
+        self.scheme = scheme
         self.enabled_at: int | None = None
 
     def _maybe_enable(self, trainer: KDTrainer) -> None:
@@ -424,7 +468,7 @@ class QATHook(TrainerHook):
             self.enabled_at = self.start_step
 
     def _enable(self, trainer: KDTrainer) -> None:
-        params = enable_qat(trainer.student, learn_scales=self.learn_scales, qmax=self.qmax)
+        params = enable_qat(trainer.student, learn_scales=self.learn_scales, scheme=self.scheme)
         if params:
             lr = trainer.optimizer.param_groups[0]["lr"]
             trainer.optimizer.add_param_group({"params": params, "weight_decay": 0.0, "lr": lr})
@@ -442,8 +486,8 @@ def scale_drift(model: Student) -> float:
     total, count = 0.0, 0
     for module in _linear_modules(model).values():
         if isinstance(module, FakeQuantLinear):
-            ref = max_abs_scale(module.weight, module.qmax).log()
-            total += float((module.log_scale.detach().float().cpu() - ref.cpu()).abs().sum())
+            ref = max_abs_scale(module.weight, module.qmax, module.per_tensor).log()
+            total += float((module.scale().detach().float().log().cpu() - ref.cpu()).abs().sum())
             count += module.out_features
     return total / count if count else 0.0
 

@@ -14,10 +14,12 @@ from torch import nn
 
 from training.kd.evaluation import evaluate_task
 from training.kd.quant_qat_int8 import (
+    INT8,
     QMAX,
     FakeQuantLinear,
     QATConfig,
     QATHook,
+    QuantScheme,
     TiedFakeQuantEmbedding,
     dequantize,
     dequantize_per_channel,
@@ -45,9 +47,10 @@ from training.tokenizer import DistilleryTokenizer
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
-def _qat_steps(model: Student, ids: torch.Tensor, steps: int = 3, lr: float = 5e-2, qmax: int = QMAX) -> None:
+def _qat_steps(model: Student, ids: torch.Tensor, steps: int = 3, lr: float = 5e-2,
+               scheme: QuantScheme = INT8) -> None:
     """A few optimizer steps under QAT so the learned scales leave their max-abs start."""
-    assert enable_qat(model, qmax=qmax)
+    assert enable_qat(model, scheme=scheme)
     opt = torch.optim.Adam(model.parameters(), lr=lr)  # the scales are model parameters now
     for _ in range(steps):
         logits = model(ids)
@@ -253,22 +256,30 @@ def test_resume_under_qat_equals_the_uninterrupted_qat_run(tmp_path: Path) -> No
         assert torch.equal(a[key], b[key]), key
 
 
-def test_int4_qat_trains_exports_and_runs_what_it_trained(tiny_config: ModelConfig) -> None:
-    """4-bit weights (levels -7..7): QAT modules carry qmax=7 into the forward, the export (int4 values in
-    int8 storage, learned scales), the materialized model and the plain quantizer; a plain 4-bit model loses
-    more than a plain 8-bit one."""
+@pytest.mark.parametrize("per_tensor", [False, True])
+def test_int4_qat_trains_exports_and_runs_what_it_trained(tiny_config: ModelConfig, per_tensor: bool) -> None:
+    """4-bit weights (levels -7..7), per channel or per tensor: QAT modules carry the scheme into the forward,
+    the export (int4 values in int8 storage, learned scales), the materialized model and the plain quantizer;
+    a plain 4-bit model loses more than a plain 8-bit one."""
     torch.manual_seed(3)
+    scheme = QuantScheme(qmax=7, per_tensor=per_tensor)
     model = Student(tiny_config)
     ids = torch.randint(0, tiny_config.vocab_size, (4, 12))
     fp32 = Student(tiny_config)
     fp32.load_state_dict(model.state_dict())
     err8 = quantization_error(fp32, ids)["mean_kl"]
-    err4 = quantization_error(fp32, ids, qmax=7)["mean_kl"]
+    err4 = quantization_error(fp32, ids, scheme=scheme)["mean_kl"]
     assert err4 > 10 * err8  # 4 bits is the lossy setting
-    assert int(export_int8(fp32, 7)["model.layers.0.mlp.down_proj.weight"].abs().max()) == 7
-    _qat_steps(model, ids, qmax=7)
-    assert all(m.qmax == 7 for m in model.modules() if hasattr(m, "log_scale"))
-    state = export_int8(model)  # levels taken from the QAT modules
+    plain_state = export_int8(fp32, scheme)
+    assert int(plain_state["model.layers.0.mlp.down_proj.weight"].abs().max()) == 7
+    scales = plain_state["model.layers.0.mlp.down_proj.weight_scale"]
+    assert bool((scales == scales[0]).all()) == per_tensor
+    _qat_steps(model, ids, scheme=scheme)
+    modules = [m for m in model.modules() if isinstance(m, FakeQuantLinear)]
+    assert modules and all(m.scheme == scheme for m in modules)
+    assert all(m.log_scale.numel() == (1 if per_tensor else m.out_features) for m in modules)
+    assert scale_drift(model) > 1e-3  # the scales were learned
+    state = export_int8(model)  # the scheme taken from the QAT modules
     linear_keys = [f"{n}.weight" for n, m in model.named_modules() if isinstance(m, nn.Linear)]
     assert all(int(state[k].abs().max()) <= 7 for k in linear_keys)
     plain = Student(tiny_config)
@@ -280,4 +291,5 @@ def test_int4_qat_trains_exports_and_runs_what_it_trained(tiny_config: ModelConf
         assert torch.equal(materialize_int8(model)(ids), plain(ids))
     with pytest.raises(ValueError, match="bits"):
         QATConfig(bits=2)
-    assert QATConfig(bits=4).qmax == 7 and QATConfig().qmax == 127
+    assert QATConfig(bits=4).qmax == 7 and QATConfig().scheme == INT8
+    assert QATConfig(bits=4, granularity="per_tensor").scheme == QuantScheme(7, True)
