@@ -73,7 +73,7 @@ from training.reasoning.latent_curriculum import (
     LatentCurriculumConfig,
     LatentTrainer,
     evaluate_latent,
-    step_metrics,
+    score_texts,
 )
 from training.reasoning.latent_model import save_latent_student
 from training.reasoning.step_data import mix_corrupted
@@ -474,16 +474,10 @@ def generate_texts(model: Student, tokenizer: DistilleryTokenizer, prompts: Sequ
 def evaluate_text_student(model: Student, tokenizer: DistilleryTokenizer, examples: Sequence[Mapping[str, Any]],
                           max_new_tokens: int, batch_size: int) -> dict[str, Any]:
     """accuracy, answer_found, steps_valid, step_accuracy (None without steps), mean_generated_tokens."""
-    scorer = get_task("arithmetic").score
     prompts = [str(e["prompt"]) for e in examples]
     texts, counts = generate_texts(model, tokenizer, prompts, max_new_tokens, batch_size)
-    totals: dict[str, float] = {}
-    for example, text in zip(examples, texts, strict=True):
-        for key, value in scorer(dict(example), text).items():  # type: ignore[arg-type]
-            totals[key] = totals.get(key, 0.0) + float(value)
     n = max(len(texts), 1)
-    out: dict[str, Any] = {k: v / n for k, v in totals.items()}
-    out.update(step_metrics(prompts, texts))
+    out = score_texts(examples, texts)
     out["mean_generated_tokens"] = sum(counts) / n
     out["mean_positions_after_prompt"] = sum(counts) / n
     return out

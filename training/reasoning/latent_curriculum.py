@@ -71,6 +71,7 @@ __all__ = [
     "LatentTrainResult",
     "LatentTrainer",
     "evaluate_latent",
+    "score_texts",
     "latent_loss",
     "stage_at",
     "step_metrics",
@@ -313,6 +314,22 @@ def step_metrics(prompts: Sequence[str], texts: Sequence[str]) -> dict[str, floa
             "steps_per_example": generated / len(texts) if texts else 0.0}
 
 
+def score_texts(examples: Sequence[Mapping[str, Any]], texts: Sequence[str]) -> dict[str, Any]:
+    """Mean arithmetic scores (``accuracy``, ``answer_found``, ``steps_valid``, ...) of completions ``texts``
+    of ``examples``, plus :func:`step_metrics`."""
+    from training.tasks import get_task
+
+    scorer = get_task("arithmetic").score
+    totals: dict[str, float] = {}
+    for example, text in zip(examples, texts, strict=True):
+        for key, value in scorer(dict(example), text).items():  # type: ignore[arg-type]
+            totals[key] = totals.get(key, 0.0) + float(value)
+    n = max(len(texts), 1)
+    out: dict[str, Any] = {k: v / n for k, v in totals.items()}
+    out.update(step_metrics([str(e["prompt"]) for e in examples], texts))
+    return out
+
+
 def evaluate_latent(student: LatentStudent, tokenizer: DistilleryTokenizer, examples: Sequence[Mapping[str, Any]],
                     max_new_tokens: int = 48, batch_size: int = 64) -> dict[str, Any]:
     """Greedy latent generation on ``examples`` scored with the arithmetic scorer.
@@ -324,18 +341,10 @@ def evaluate_latent(student: LatentStudent, tokenizer: DistilleryTokenizer, exam
     An adaptive student (halt head) also gets ``latent_count_matches_steps``: the share of examples whose latent
     count is ``len(steps) * c``, the count it was trained to stop at.
     """
-    from training.tasks import get_task
-
-    scorer = get_task("arithmetic").score
     prompts = [str(e["prompt"]) for e in examples]
     texts, n_tokens, n_latents = student.generate_text(tokenizer, prompts, max_new_tokens, batch_size)
-    totals: dict[str, float] = {}
-    for example, text in zip(examples, texts, strict=True):
-        for key, value in scorer(dict(example), text).items():  # type: ignore[arg-type]
-            totals[key] = totals.get(key, 0.0) + float(value)
     n = max(len(texts), 1)
-    out: dict[str, Any] = {k: v / n for k, v in totals.items()}
-    out.update(step_metrics(prompts, texts))
+    out = score_texts(examples, texts)
     out["mean_generated_tokens"] = sum(n_tokens) / n
     out["mean_latent_positions"] = sum(n_latents) / n
     out["mean_positions_after_prompt"] = (sum(n_tokens) + sum(n_latents)) / n + 2.0
