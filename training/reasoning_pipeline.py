@@ -427,6 +427,19 @@ def train_step_judge(cfg: ReasoningConfig, out: Path) -> tuple[Path, dict[str, A
     return out / "judge", {k: report[k] for k in keep}
 
 
+def train_and_score_judge(cfg: ReasoningConfig, out: Path, process_train: str
+                          ) -> tuple[dict[str, Any], dict[tuple[str, tuple[str, ...]], list[float]]]:
+    """:func:`train_step_judge` into ``out/judge``, then its step scores of every row of ``process_train``
+    (:func:`judge_step_scores`); returns (judge metrics with ``scoring_seconds`` and ``dir``, scores)."""
+    judge_dir, info = train_step_judge(cfg, out / "judge")
+    started = time.perf_counter()
+    rows = [json.loads(line) for line in Path(process_train).read_text().splitlines()]
+    scores = judge_step_scores(judge_dir, rows)
+    info["scoring_seconds"] = round(time.perf_counter() - started, 1)
+    info["dir"] = str(judge_dir)
+    return info, scores
+
+
 def judge_step_scores(judge_dir: Path, examples: Sequence[Mapping[str, Any]], batch_size: int = 128
                       ) -> dict[tuple[str, tuple[str, ...]], list[float]]:
     """The judge's step scores of every example, in batches: {(prompt, steps): scores}."""
@@ -761,22 +774,33 @@ def worker_pool(workers: int) -> concurrent.futures.ProcessPoolExecutor | None:
 
 def run_groups(cfg: ReasoningConfig, out: Path, tokenizer: DistilleryTokenizer, tokenizer_dir: str,
                teacher: str | None, data: Mapping[str, Any],
-               judge_scores: Mapping[tuple[str, tuple[str, ...]], list[float]],
+               judge_scores: Callable[[], Mapping[tuple[str, tuple[str, ...]], list[float]]],
                log: Callable[[str], None] = print,
                pool: concurrent.futures.ProcessPoolExecutor | None = None) -> list[dict[str, Any]]:
     """Every (seed, group) job, in ``pool``'s workers (in this process without a pool); returns one entry per
     seed, merged from its jobs: {'seed', 'students', 'int8', 'timings_seconds', 'params'}.
 
-    A job's result does not depend on the worker it ran in: each sets its thread count and its seed."""
+    ``judge_scores`` is called (it may wait for the judge) only once every job that does not need it has
+    been handed out, so the judge trains while the other students do. A job's result does not depend on the
+    worker it ran in: each sets its thread count and its seed."""
     jobs = [(seed, group) for group in GROUPS for seed in cfg.seeds]
+    needs_judge = [group == "process_judge" for _, group in jobs]
     if pool is None:
         results = [run_group(cfg, seed, group, out / f"seed_{seed}", tokenizer, tokenizer_dir, teacher, data,
-                             judge_scores, log) for seed, group in jobs]
+                             judge_scores() if judge else {}, log)
+                   for (seed, group), judge in zip(jobs, needs_judge, strict=True)]
     else:
         futures = [pool.submit(run_group, cfg, seed, group, out / f"seed_{seed}", tokenizer, tokenizer_dir,
-                               teacher, data, judge_scores) for seed, group in jobs]
+                               teacher, data, {}) if not judge else None
+                   for (seed, group), judge in zip(jobs, needs_judge, strict=True)]
+        if any(needs_judge):
+            scores = judge_scores()
+            futures = [pool.submit(run_group, cfg, seed, group, out / f"seed_{seed}", tokenizer, tokenizer_dir,
+                                   teacher, data, scores) if future is None else future
+                       for (seed, group), future in zip(jobs, futures, strict=True)]
         results = []
         for (seed, group), future in zip(jobs, futures, strict=True):
+            assert future is not None
             results.append(future.result())
             log(f"[seed {seed}] {group} done: {results[-1]['timings_seconds']}")
     per_seed: list[dict[str, Any]] = []
@@ -806,26 +830,28 @@ def run_pipeline(cfg: ReasoningConfig, out: Path, log: Callable[[str], None] = p
     log(f"{teacher_note}; data {data['counts']}; seeds {cfg.seeds}; {cfg.train.steps} steps per student; "
         f"{cfg.workers} worker(s) x {cfg.num_threads} thread(s)")
     pool = worker_pool(cfg.workers)
+    judge: dict[str, Any] = {}
+
+    def judge_scores() -> Mapping[tuple[str, tuple[str, ...]], list[float]]:
+        if "scores" not in judge:  # the judge trains in a worker (submitted first) or here, on first use
+            result = (judge["job"].result() if "job" in judge
+                      else train_and_score_judge(cfg, out, data["paths"]["process_train"]))
+            judge["info"], judge["scores"] = result
+            log(f"judge: pairwise accuracy {result[0]['pairwise_accuracy']:.3f}, step AUROC "
+                f"{result[0]['step_auroc']}")
+        return judge["scores"]
+
     try:
-        cache_job = None
-        if teacher and cfg.kd.cache_top_k and pool is not None:  # the caches build while the judge trains
-            cache_job = pool.submit(build_teacher_caches, cfg, teacher, data["paths"], out)
-        t = time.perf_counter()
-        judge_dir, judge_info = train_step_judge(cfg, out / "judge")
-        process_rows = [json.loads(line) for line in Path(data["paths"]["process_train"]).read_text().splitlines()]
-        scores = judge_step_scores(judge_dir, process_rows)
-        judge_info["scoring_seconds"] = round(time.perf_counter() - t - judge_info["wall_seconds"], 1)
-        judge_info["dir"] = str(judge_dir)
-        log(f"judge: pairwise accuracy {judge_info['pairwise_accuracy']:.3f}, step AUROC {judge_info['step_auroc']}")
-        if cache_job is not None:
-            caches = cache_job.result()
-        else:
-            caches = (build_teacher_caches(cfg, teacher, data["paths"], out, log) if teacher and cfg.kd.cache_top_k
-                      else None)
-        per_seed = run_groups(cfg, out, tokenizer, tokenizer_dir, teacher, data, scores, log, pool)
+        if pool is not None:  # the judge trains in one worker while the other builds the caches, then students
+            judge["job"] = pool.submit(train_and_score_judge, cfg, out, data["paths"]["process_train"])
+        caches = (build_teacher_caches(cfg, teacher, data["paths"], out, log) if teacher and cfg.kd.cache_top_k
+                  else None)
+        per_seed = run_groups(cfg, out, tokenizer, tokenizer_dir, teacher, data, judge_scores, log, pool)
+        judge_scores()
     finally:
         if pool is not None:
             pool.shutdown(cancel_futures=True)
+    judge_info = judge["info"]
     students = aggregate(per_seed)
     int8 = aggregate_int8(per_seed)
     report: dict[str, Any] = {
