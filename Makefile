@@ -70,7 +70,7 @@ judge: setup  ## train a judge on the bundled arithmetic task, export it to ONNX
 	$(BIN)/python -m arbiter.judge_export $(JUDGE_OUT)/judge --out $(JUDGE_OUT)/onnx
 	$(BIN)/python -m arbiter.judge_coreml $(JUDGE_OUT)/judge --out $(JUDGE_OUT)/coreml/judge.mlpackage
 
-reasoning: setup  ## no-CoT / CoT / latent / CoT-on-corrupted / process / process-judge students x 3 seeds at equal steps, int8 QAT; OUT=dir
+reasoning: setup  ## no-CoT / CoT / latent / CoT-on-corrupted / process / process-judge students x 3 seeds at equal steps, int4 QAT; OUT=dir
 	$(BIN)/python -m training.reasoning_pipeline --config configs/reasoning.yaml --out $(if $(filter runs/toy,$(OUT)),runs/reasoning,$(OUT))
 
 teacher: setup  ## retrain the bundled teacher (assets/teacher)
