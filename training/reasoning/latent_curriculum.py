@@ -57,6 +57,8 @@ from training.reasoning.latent_model import (
     HaltHead,
     LatentSpec,
     LatentStudent,
+    answer_state_distill_loss,
+    answer_states,
     halt_loss,
     latent_forward,
     thought_decoder_loss,
@@ -113,6 +115,9 @@ class LatentCurriculumConfig(StrictModel):
     detach_feedback: bool = Field(False, description="truncate backprop at the fed-back hidden states")
     step_supervision: float = Field(0.0, ge=0, description="weight of the SIM-CoT step-decoding loss: each "
                                     "replaced step's latent thought must decode the step's text (0 = Coconut)")
+    answer_state_distill: float = Field(0.0, ge=0, description="weight of CODI's self-distillation: every layer's "
+                                        "hidden state at <answer> must match the same model's (detached) state "
+                                        "at <answer> after the full chain of thought (0 = off)")
     halt: HaltSection = Field(HaltSection(), description="the optional halt head (adaptive latent counts)")
     seed: int = Field(0, description="seed of the data order and stage mixing (and the halt head's init)")
     log_every: int = Field(50, gt=0, description="log the loss every this many steps")
@@ -227,12 +232,30 @@ class LatentTrainer:
         return collate_latent(rows, self.tokenizer.pad_id,
                               self.cfg.latents_per_step if self.cfg.step_supervision > 0 else None)
 
-    def loss(self, batch: LatentBatch) -> tuple[Tensor, dict[str, float]]:
-        """CE on the suffix (+ the halt BCE on final-stage rows) of one batch."""
-        out = latent_forward(self.model, batch, self.cfg.feedback, self.cfg.detach_feedback)
+    def cot_batch(self, indices: Sequence[int]) -> LatentBatch:
+        """The rows of ``indices`` with their whole chain of thought as text (stage 0): the teacher layout of
+        ``answer_state_distill``."""
+        return collate_latent([latent_row(self.encoded[i], 0, self.cfg.latents_per_step) for i in indices],
+                              self.tokenizer.pad_id)
+
+    def loss(self, batch: LatentBatch, cot: LatentBatch | None = None) -> tuple[Tensor, dict[str, float]]:
+        """CE on the suffix (+ the step decoding, the answer-state distillation against ``cot``, the same rows
+        at stage 0, and the halt BCE on final-stage rows, each when configured) of one batch."""
+        distill = self.cfg.answer_state_distill > 0 and cot is not None
+        out = latent_forward(self.model, batch, self.cfg.feedback, self.cfg.detach_feedback,
+                             output_hidden_states=distill)
         ce = latent_loss(out.logits, batch.labels)
         terms = {"ce": float(ce.detach())}
         total = ce
+        if distill:
+            assert cot is not None
+            with torch.no_grad():
+                teacher = latent_forward(self.model, cot, self.cfg.feedback, output_hidden_states=True)
+            answer_id = self.tokenizer.token_id("<answer>")
+            answer_distill = answer_state_distill_loss(answer_states(out, batch.suffix_ids, answer_id),
+                                                       answer_states(teacher, cot.suffix_ids, answer_id))
+            total = total + self.cfg.answer_state_distill * answer_distill
+            terms["answer_distill"] = float(answer_distill.detach())
         if self.cfg.step_supervision > 0 and batch.thought_index is not None:
             assert batch.thought_ids is not None and batch.thought_mask is not None
             index = batch.thought_index
@@ -277,8 +300,9 @@ class LatentTrainer:
                                         min_ratio=cfg.min_lr_ratio)
             for group in optimizer.param_groups:
                 group["lr"] = lr
-            batch = self.batch([next(indices) for _ in range(cfg.batch_size)], stage)
-            loss, terms = self.loss(batch)
+            chosen = [next(indices) for _ in range(cfg.batch_size)]
+            batch = self.batch(chosen, stage)
+            loss, terms = self.loss(batch, self.cot_batch(chosen) if cfg.answer_state_distill > 0 else None)
             if not torch.isfinite(loss):
                 raise FloatingPointError(f"non-finite latent loss at step {step} (stage {stage}); lower lr")
             optimizer.zero_grad(set_to_none=True)

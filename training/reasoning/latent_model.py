@@ -52,6 +52,8 @@ __all__ = [
     "LatentGeneration",
     "LatentSpec",
     "LatentStudent",
+    "answer_state_distill_loss",
+    "answer_states",
     "feed_latents",
     "feedback_hidden",
     "generate_latent",
@@ -151,26 +153,55 @@ class LatentForward:
 
     logits: (B, S, V) at the suffix positions; decision_hidden: (B, L + 1, H), the fed-back hidden at
     ``<bot>`` and after each latent slot (for the halt head); latent_inputs: L tensors (B, H), the vectors fed
-    at each slot; attention_mask: (B, P + L + S).
+    at each slot; attention_mask: (B, P + L + S); suffix_hidden_states: with ``output_hidden_states``, the
+    embedding output and each layer's output at the suffix positions, num_layers + 1 tensors (B, S, H).
     """
 
     logits: Tensor
     decision_hidden: Tensor
     latent_inputs: list[Tensor]
     attention_mask: Tensor
+    suffix_hidden_states: list[Tensor] | None = None
 
 
 def latent_forward(model: Student, batch: LatentBatch, feedback: Feedback = "post_norm",
-                   detach_feedback: bool = False) -> LatentForward:
+                   detach_feedback: bool = False, output_hidden_states: bool = False) -> LatentForward:
     """Teacher-forced multi-pass forward of a :class:`~training.reasoning.latent_data.LatentBatch` (differentiable)."""
     hidden, cache, mask = run_prefix(model, batch.prefix_ids, batch.prefix_mask, feedback)
     hiddens, inputs, cache, mask = feed_latents(model, hidden, cache, mask, batch.latent_counts, feedback,
                                                 detach_feedback)
     mask = torch.cat((mask, batch.suffix_mask.to(mask.dtype)), dim=1)
-    out = model.run(batch.suffix_ids, attention_mask=mask, past_key_values=cache)
+    out = model.run(batch.suffix_ids, attention_mask=mask, past_key_values=cache,
+                    output_hidden_states=output_hidden_states)
     assert out.logits is not None
     return LatentForward(logits=out.logits, decision_hidden=torch.stack(hiddens, dim=1), latent_inputs=inputs,
-                         attention_mask=mask)
+                         attention_mask=mask, suffix_hidden_states=out.hidden_states)
+
+
+def answer_states(out: LatentForward, suffix_ids: Tensor, answer_id: int) -> list[Tensor]:
+    """Each layer's hidden state (B, H) at the first ``answer_id`` token of each row's suffix, layers 1..L (the
+    embedding output is left out: it is the same token's embedding in every layout). ``out`` needs
+    ``suffix_hidden_states``; a row without the token is an error."""
+    if out.suffix_hidden_states is None:
+        raise ValueError("answer_states needs latent_forward(..., output_hidden_states=True)")
+    hits = suffix_ids == answer_id
+    if not bool(hits.any(dim=1).all()):
+        raise ValueError(f"a suffix has no answer token (id {answer_id})")
+    position = hits.long().argmax(dim=1)
+    rows = torch.arange(suffix_ids.shape[0], device=suffix_ids.device)
+    return [h[rows, position] for h in out.suffix_hidden_states[1:]]
+
+
+def answer_state_distill_loss(student: Sequence[Tensor], teacher: Sequence[Tensor]) -> Tensor:
+    """CODI's hidden-state distillation (Shen et al. 2025): mean over layers of the mean absolute difference
+    between the student's and the (detached) teacher's states (B, H) at the answer token, each layer scaled by
+    the teacher states' standard deviation (so layers of different scale weigh alike). A scalar >= 0, 0 iff
+    the states are equal."""
+    if len(student) != len(teacher) or not student:
+        raise ValueError(f"need the same non-zero number of layers, got {len(student)} and {len(teacher)}")
+    terms = [(s.float() - t.detach().float()).abs().mean() / t.detach().float().std().clamp_min(1e-6)
+             for s, t in zip(student, teacher, strict=True)]
+    return torch.stack(terms).mean()
 
 
 def thought_decoder_loss(model: Student, thoughts: Tensor, ids: Tensor, mask: Tensor) -> Tensor:

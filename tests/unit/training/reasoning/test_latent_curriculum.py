@@ -249,3 +249,28 @@ def test_step_supervision_teaches_the_thoughts_to_decode_their_steps(tiny_config
     assert result.stages[-1]["step_ce"] < 0.8 * start
     plain = LatentTrainer(cfg.model_copy(update={"step_supervision": 0.0}), model, tiny_tokenizer, examples[:4])
     assert "step_ce" not in plain.loss(plain.batch([0, 1], 3))[1]
+
+
+def test_answer_state_distill_pulls_the_latent_answer_state_to_the_chain_of_thoughts(
+        tiny_config: ModelConfig, tiny_tokenizer: DistilleryTokenizer, examples: list[dict]) -> None:
+    """With ``answer_state_distill`` the loss adds CODI's term against the same rows at stage 0 (computed
+    without gradient), the term's gradient reaches the latent chain, and training lowers it."""
+    model = _model(tiny_config, seed=5)
+    cfg = LatentCurriculumConfig(first_stage=3, max_stage=3, steps_per_stage=15, batch_size=4, lr=1e-2,
+                                 warmup_steps=1, answer_state_distill=1.0)
+    trainer = LatentTrainer(cfg, model, tiny_tokenizer, examples[:4])
+    rows = [0, 1, 2, 3]
+    cot = trainer.cot_batch(rows)
+    assert int(cot.latent_counts.sum()) == 0 and bool((cot.stages == 0).all())
+    loss, terms = trainer.loss(trainer.batch(rows, 3), cot)
+    assert terms["loss"] == pytest.approx(terms["ce"] + terms["answer_distill"], rel=1e-5)
+    assert terms["answer_distill"] > 0
+    first_latent = next(p for p in model.parameters() if p.requires_grad)
+    (grad,) = torch.autograd.grad(loss, first_latent)
+    assert float(grad.abs().max()) > 0
+    trainer.cfg = cfg.model_copy(update={"answer_state_distill": 20.0})  # the term dominates: it must fall
+    trainer.train()
+    with torch.no_grad():
+        after = trainer.loss(trainer.batch(rows, 3), cot)[1]["answer_distill"]
+    assert after < 0.8 * terms["answer_distill"]
+    assert "answer_distill" not in trainer.loss(trainer.batch(rows, 3))[1]  # no stage-0 rows, no term

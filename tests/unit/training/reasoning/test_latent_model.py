@@ -7,6 +7,8 @@ from pathlib import Path
 
 import pytest
 import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from training.model import RMSNorm, Student
 from training.model_config import ModelConfig
@@ -22,6 +24,8 @@ from training.reasoning.latent_model import (
     HaltHead,
     LatentSpec,
     LatentStudent,
+    answer_state_distill_loss,
+    answer_states,
     feed_latents,
     generate_latent,
     halt_loss,
@@ -287,3 +291,44 @@ def test_thought_decoder_loss_without_thoughts_is_zero(tiny_config: ModelConfig)
     with pytest.raises(ValueError, match="do not match"):
         thought_decoder_loss(model, torch.zeros(2, tiny_config.hidden_size), torch.zeros(3, 2, dtype=torch.long),
                              torch.zeros(3, 2, dtype=torch.long))
+
+
+@settings(max_examples=25, deadline=None)
+@given(st.integers(1, 4), st.integers(1, 5), st.integers(2, 8), st.floats(0.1, 10.0), st.integers(0, 2**16))
+def test_answer_state_distill_is_zero_iff_equal_and_scale_free(layers: int, rows: int, width: int, scale: float,
+                                                                seed: int) -> None:
+    """CODI's distance is >= 0, 0 for equal states and > 0 otherwise, and the same when student and teacher
+    are scaled together (each layer is divided by the teacher's std)."""
+    g = torch.Generator().manual_seed(seed)
+    teacher = [torch.randn(rows, width, generator=g, dtype=torch.float64) for _ in range(layers)]
+    student = [t + 0.1 * torch.randn(rows, width, generator=g, dtype=torch.float64) for t in teacher]
+    assert float(answer_state_distill_loss(teacher, teacher)) == 0.0
+    loss = float(answer_state_distill_loss(student, teacher))
+    assert loss > 0
+    scaled = float(answer_state_distill_loss([scale * s for s in student], [scale * t for t in teacher]))
+    assert scaled == pytest.approx(loss, rel=1e-4)
+    with pytest.raises(ValueError, match="layers"):
+        answer_state_distill_loss(student[:-1] if layers > 1 else [], teacher)
+
+
+def test_answer_states_are_each_layers_state_at_the_answer_token(tiny_config: ModelConfig,
+                                                                  tiny_tokenizer: DistilleryTokenizer) -> None:
+    """The states gathered at <answer> equal a plain full-sequence forward's hidden states at that token, for
+    a batch mixing a stage-0 (text chain) row and a stage-3 (all latent) row."""
+    torch.manual_seed(4)
+    model = Student(tiny_config).eval()
+    example = encode_latent_example(dict(generate(1, 9)[0]), tiny_tokenizer)
+    answer_id = tiny_tokenizer.token_id("<answer>")
+    batch = collate_latent([latent_row(example, 0, 1), latent_row(example, 3, 1)], tiny_tokenizer.pad_id)
+    with torch.no_grad():
+        out = latent_forward(model, batch, output_hidden_states=True)
+        states = answer_states(out, batch.suffix_ids, answer_id)
+        assert len(states) == tiny_config.num_hidden_layers
+        row = latent_row(example, 0, 1)  # stage 0 has no latents: one ordinary sequence
+        ids = torch.tensor([[*row.prefix, *row.suffix]])
+        full = model.run(ids, output_hidden_states=True)
+        position = len(row.prefix) + row.suffix.index(answer_id)
+        for layer, state in enumerate(states, start=1):
+            torch.testing.assert_close(state[0], full.hidden_states[layer][0, position], rtol=1e-4, atol=1e-5)
+    with pytest.raises(ValueError, match="output_hidden_states"):
+        answer_states(latent_forward(model, batch), batch.suffix_ids, answer_id)
