@@ -118,6 +118,9 @@ class LatentCurriculumConfig(StrictModel):
     answer_state_distill: float = Field(0.0, ge=0, description="weight of CODI's self-distillation: every layer's "
                                         "hidden state at <answer> must match the same model's (detached) state "
                                         "at <answer> after the full chain of thought (0 = off)")
+    cot_ce: float = Field(0.0, ge=0, description="with answer_state_distill: weight of the cross-entropy on the "
+                          "same rows as chain of thought (CODI's teacher task, trained jointly; 0: the teacher "
+                          "states are computed without gradient)")
     halt: HaltSection = Field(HaltSection(), description="the optional halt head (adaptive latent counts)")
     seed: int = Field(0, description="seed of the data order and stage mixing (and the halt head's init)")
     log_every: int = Field(50, gt=0, description="log the loss every this many steps")
@@ -249,8 +252,12 @@ class LatentTrainer:
         total = ce
         if distill:
             assert cot is not None
-            with torch.no_grad():
+            with torch.set_grad_enabled(self.cfg.cot_ce > 0):
                 teacher = latent_forward(self.model, cot, self.cfg.feedback, output_hidden_states=True)
+            if self.cfg.cot_ce > 0:
+                cot_ce = latent_loss(teacher.logits, cot.labels)
+                total = total + self.cfg.cot_ce * cot_ce
+                terms["cot_ce"] = float(cot_ce.detach())
             answer_id = self.tokenizer.token_id("<answer>")
             answer_distill = answer_state_distill_loss(answer_states(out, batch.suffix_ids, answer_id),
                                                        answer_states(teacher, cot.suffix_ids, answer_id))

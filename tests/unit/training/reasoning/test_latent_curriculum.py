@@ -274,3 +274,21 @@ def test_answer_state_distill_pulls_the_latent_answer_state_to_the_chain_of_thou
         after = trainer.loss(trainer.batch(rows, 3), cot)[1]["answer_distill"]
     assert after < 0.8 * terms["answer_distill"]
     assert "answer_distill" not in trainer.loss(trainer.batch(rows, 3))[1]  # no stage-0 rows, no term
+
+
+def test_cot_ce_trains_the_teacher_task_jointly(tiny_config: ModelConfig, tiny_tokenizer: DistilleryTokenizer,
+                                                examples: list[dict]) -> None:
+    """``cot_ce`` adds the chain-of-thought CE of the same rows (CODI's teacher task) to the loss, with its
+    gradient; without it the teacher forward carries none."""
+    model = _model(tiny_config, seed=6)
+    cfg = LatentCurriculumConfig(first_stage=3, max_stage=3, steps_per_stage=2, batch_size=4,
+                                 answer_state_distill=1.0, cot_ce=0.5)
+    trainer = LatentTrainer(cfg, model, tiny_tokenizer, examples[:4])
+    rows = [0, 1, 2, 3]
+    batch, cot = trainer.batch(rows, 3), trainer.cot_batch(rows)
+    loss, terms = trainer.loss(batch, cot)
+    assert terms["loss"] == pytest.approx(terms["ce"] + terms["answer_distill"] + 0.5 * terms["cot_ce"], rel=1e-5)
+    reference = float(latent_loss(latent_forward(model, cot).logits, cot.labels))
+    assert terms["cot_ce"] == pytest.approx(reference, rel=1e-5)
+    off = LatentTrainer(cfg.model_copy(update={"cot_ce": 0.0}), model, tiny_tokenizer, examples[:4])
+    assert "cot_ce" not in off.loss(batch, cot)[1]
