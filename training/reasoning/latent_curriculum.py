@@ -105,7 +105,8 @@ class LatentCurriculumConfig(StrictModel):
                                                     "(Coconut); false: one schedule over the whole curriculum")
     batch_size: int = Field(32, gt=0, description="examples per optimizer step")
     lr: float = Field(1e-3, gt=0, description="peak learning rate")
-    min_lr_ratio: float = Field(1.0, ge=0, le=1, description="cosine floor (1.0 = constant after warmup)")
+    min_lr_ratio: float = Field(0.1, ge=0, le=1, description="cosine floor as a fraction of lr (1.0 = constant "
+                                "after warmup, which measured far worse: BENCHMARKS.md, latent diagnosis)")
     warmup_steps: int = Field(10, ge=0, description="linear warmup steps (per stage with reset_optimizer)")
     weight_decay: float = Field(0.01, ge=0, description="AdamW weight decay on matrices (not norms or embeddings)")
     betas: tuple[float, float] = Field((0.9, 0.95), description="AdamW betas")

@@ -257,7 +257,7 @@ def test_answer_state_distill_pulls_the_latent_answer_state_to_the_chain_of_thou
     without gradient), the term's gradient reaches the latent chain, and training lowers it."""
     model = _model(tiny_config, seed=5)
     cfg = LatentCurriculumConfig(first_stage=3, max_stage=3, steps_per_stage=15, batch_size=4, lr=1e-2,
-                                 warmup_steps=1, answer_state_distill=1.0)
+                                 warmup_steps=1, min_lr_ratio=1.0, answer_state_distill=1.0)
     trainer = LatentTrainer(cfg, model, tiny_tokenizer, examples[:4])
     rows = [0, 1, 2, 3]
     cot = trainer.cot_batch(rows)
