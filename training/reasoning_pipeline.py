@@ -266,9 +266,9 @@ def build_teacher_caches(cfg: ReasoningConfig, teacher: str, paths: Mapping[str,
         manifest = build_topk_cache(model, [paths[train], paths["val"]], teacher_cache_dir(out, paths[train]),
                                     settings, teacher_description={"kind": "checkpoint", "path": teacher},
                                     progress=False)
-        summary[Path(paths[train]).stem] = {"k": cfg.kd.cache_top_k, "kl": manifest.kl,
-                                            "seconds": round(time.perf_counter() - started, 1)}
-        log(f"teacher cache {train}: top-{cfg.kd.cache_top_k}, {summary[Path(paths[train]).stem]}")
+        entry = summary[Path(paths[train]).stem] = {"k": cfg.kd.cache_top_k, "kl": manifest.kl,
+                                                    "seconds": round(time.perf_counter() - started, 1)}
+        log(f"teacher cache {train}: top-{cfg.kd.cache_top_k}, {entry}")
     return summary
 
 
@@ -604,8 +604,8 @@ def aggregate_int8(per_seed: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
         for key in ("accuracy", "fp32_accuracy", "drop_vs_plain_fp32", "test_loss", "test_loss_increase_vs_plain_fp32"):
             entry[f"{key}_mean"], entry[f"{key}_std"] = mean_std([r[key] for r in runs])
         out[name] = entry
-    out["bits"] = per_seed[0]["int8"]["plain"].get("bits", 8)
-    out["granularity"] = per_seed[0]["int8"]["plain"].get("granularity", "per_channel")
+    out["bits"] = per_seed[0]["int8"]["plain"]["bits"]
+    out["granularity"] = per_seed[0]["int8"]["plain"]["granularity"]
     return out
 
 
@@ -645,8 +645,8 @@ def format_table(report: Mapping[str, Any]) -> str:
                      f"{e['mean_generated_tokens']:.1f} | {_fmt(e.get('mean_latent_positions', 0.0), 1)} | "
                      f"{'/'.join(str(x) for x in e['train_steps'])} |")
     int8 = report["int8"]
-    q = f"int{int8.get('bits', 8)}"
-    where = str(int8.get("granularity", "per_channel")).replace("_", "-")
+    q = f"int{int8['bits']}"
+    where = str(int8["granularity"]).replace("_", "-")
     lines += ["", f"| CoT student {q} ({where} weights) | {q} accuracy | drop vs plain fp32 | {q} test loss | "
               "test loss increase vs plain fp32 |", "| --- | ---: | ---: | ---: | ---: |"]
     for name in ("plain", "qat"):
@@ -674,8 +674,9 @@ def run_group(cfg: ReasoningConfig, seed: int, group: str, out: Path, tokenizer:
     """One job of one training seed (``train.steps`` optimizer steps per student; see :data:`GROUPS`).
 
     Returns {'seed', 'group', 'students': {name: entry}, 'timings_seconds', and for ``cot`` 'int8', for
-    ``no_cot`` 'params'}. Runs in a pool worker as well as in-process: the work area ``out/runs/<group>*`` is
-    cleared first, so a rerun starts fresh and jobs of the same seed never share a directory."""
+    ``no_cot`` 'params'}. Runs in a pool worker as well as in-process: the job's work area (``out/runs/<group>``,
+    and for ``cot`` also ``cot_qat`` and ``cot_fork_*``) is cleared first, so a rerun starts fresh and jobs of the
+    same seed never share a directory."""
     if cfg.num_threads:
         torch.set_num_threads(cfg.num_threads)
     torch.manual_seed(seed)
@@ -783,24 +784,18 @@ def run_groups(cfg: ReasoningConfig, out: Path, tokenizer: DistilleryTokenizer, 
     ``judge_scores`` is called (it may wait for the judge) only once every job that does not need it has
     been handed out, so the judge trains while the other students do. A job's result does not depend on the
     worker it ran in: each sets its thread count and its seed."""
-    jobs = [(seed, group) for group in GROUPS for seed in cfg.seeds]
-    needs_judge = [group == "process_judge" for _, group in jobs]
+    jobs = [(seed, group) for group in GROUPS for seed in cfg.seeds]  # process_judge last (GROUPS order)
+
+    def args(seed: int, group: str) -> tuple[Any, ...]:
+        scores = judge_scores() if group == "process_judge" else {}
+        return cfg, seed, group, out / f"seed_{seed}", tokenizer, tokenizer_dir, teacher, data, scores
+
     if pool is None:
-        results = [run_group(cfg, seed, group, out / f"seed_{seed}", tokenizer, tokenizer_dir, teacher, data,
-                             judge_scores() if judge else {}, log)
-                   for (seed, group), judge in zip(jobs, needs_judge, strict=True)]
+        results = [run_group(*args(seed, group), log) for seed, group in jobs]
     else:
-        futures = [pool.submit(run_group, cfg, seed, group, out / f"seed_{seed}", tokenizer, tokenizer_dir,
-                               teacher, data, {}) if not judge else None
-                   for (seed, group), judge in zip(jobs, needs_judge, strict=True)]
-        if any(needs_judge):
-            scores = judge_scores()
-            futures = [pool.submit(run_group, cfg, seed, group, out / f"seed_{seed}", tokenizer, tokenizer_dir,
-                                   teacher, data, scores) if future is None else future
-                       for (seed, group), future in zip(jobs, futures, strict=True)]
+        futures = [pool.submit(run_group, *args(seed, group)) for seed, group in jobs]
         results = []
         for (seed, group), future in zip(jobs, futures, strict=True):
-            assert future is not None
             results.append(future.result())
             log(f"[seed {seed}] {group} done: {results[-1]['timings_seconds']}")
     per_seed: list[dict[str, Any]] = []
