@@ -33,6 +33,7 @@ from training.ops import run_control
 from training.ops.structured_log import read_log
 
 MAX_STEPS = 240
+EPOCH_BOUNDARY_RETRIES = 4
 
 
 def _proc_field(pid: int, field: str) -> int:
@@ -72,9 +73,19 @@ def _pause_and_check(run_dir: Path, proc: subprocess.Popen[bytes], log: Path, ho
     the OS's figure and the process must sleep. Returns the paused run state."""
     wait_for(lambda: (s := _state(run_dir)) and s["step"] >= 3 and s.get("status_url"), 120, "step 3",
              proc=proc, log=log)
-    command = run_control.issue_command(run_dir, "pause", reason="integration test")
-    paused = run_control.wait_for(run_dir, "pause", command.seq, timeout=60)
     status_url = _state(run_dir)["status_url"]  # type: ignore[index]
+    for _ in range(EPOCH_BOUNDARY_RETRIES):
+        command = run_control.issue_command(run_dir, "pause", reason="integration test")
+        paused = run_control.wait_for(run_dir, "pause", command.seq, timeout=60)
+        if _get_json(status_url + "/status")["batches_in_epoch"] > 0:
+            break
+        # The pause landed exactly on an epoch boundary (1 step in 25: 200 examples, batch 8): resume, let it move
+        # on a step or two and pause again, so the resumed run really continues mid-epoch.
+        command = run_control.issue_command(run_dir, "resume", reason="integration test: epoch boundary")
+        run_control.wait_for(run_dir, "resume", command.seq, timeout=60)
+        past = paused.step + 2
+        wait_for(lambda past=past: (s := _state(run_dir)) and s["step"] >= past, 60, "a step past the boundary",
+                 proc=proc, log=log)
     logged = _train_steps(run_dir)
     cpu_before, started = _cpu_seconds(proc.pid), time.monotonic()
     while time.monotonic() - started < hold:
